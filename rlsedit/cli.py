@@ -1,0 +1,51 @@
+"""The ``rlsedit`` command. Each subcommand lives in its own module, imported only when it runs.
+
+A module named in :data:`SUBCOMMANDS` provides ``add_arguments(parser)`` and ``run(args) -> int``.
+Importing this module imports neither transformers nor any subcommand's module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Later work adds one line here per subcommand.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("rlsedit.demo", "stream synthetic edits into an editor and compare with batch_solve"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported, to add that subcommand's options."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="rlsedit",
+        description="Lifelong editing with RLSEdit, a soft recursive least-squares editor.",
+    )
+    parser.add_argument("--version", action="version", version=f"rlsedit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.set_defaults(_module=module)
+        if name == command:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in SUBCOMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    module = importlib.import_module(args._module)
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Named errors of the solver core.
+
+Every error a user can hit says what was wrong (which argument, which shape, which value) and,
+where there is one, what to do about it. Each class also derives from the built-in exception that
+fits it, so ``except ValueError`` keeps working for callers that do not know this module.
+"""
+
+from __future__ import annotations
+
+
+class RLSEditError(Exception):
+    """Base class of every error raised by :mod:`rlsedit`."""
+
+
+class ShapeError(RLSEditError, ValueError):
+    """An array has the wrong number of dimensions or a size that does not match the problem."""
+
+
+class DTypeError(RLSEditError, TypeError):
+    """An array has a dtype the solver cannot work in (integers, complex, half precision)."""
+
+
+class NonFiniteError(RLSEditError, ValueError):
+    """An array holds NaN or infinite values, or a step would produce them."""
+
+
+class EmptyBatchError(RLSEditError, ValueError):
+    """A batch with zero rows was given: nothing would be edited, which is never what was meant."""
+
+
+class AnchorError(RLSEditError, ValueError):
+    """The anchor is inconsistent: ambiguous arguments, an asymmetric or indefinite Gram matrix."""
+
+
+class NoUniqueSolutionError(RLSEditError, ValueError):
+    """The regularised Gram matrix is singular, so the objective has no unique minimiser.
+
+    Happens with ``lam = 0`` and an anchor Gram that is singular (or no anchor at all).
+    """
+
+
+class FactorizationError(RLSEditError, ArithmeticError):
+    """The Cholesky factorisation of the small u x u system failed (the state lost definiteness)."""
+
+
+class NotAppliedError(RLSEditError, ValueError):
+    """A batch given to ``retract`` cannot have been applied to this state."""
