@@ -1,0 +1,45 @@
+"""Tiny Hugging Face models built from a config (random weights, offline), shared by LLM tests."""
+
+from __future__ import annotations
+
+import torch
+
+WORDS = (
+    "the mother tongue of is capital city home a an and in on was born speaks language French English "
+    "Spanish German Paris London Berlin Madrid Danielle Darrieux Toko Yasuda Anna Smith John Brown . , ?"
+).split()
+
+
+def tiny_tokenizer():
+    from llm_experiments.tokenizer import build_word_tokenizer
+
+    return build_word_tokenizer(WORDS)
+
+
+def tiny_model(arch: str = "llama", *, layers: int = 3, hidden: int = 16, d_ff: int = 32, seed: int = 0):
+    """A randomly initialised tiny causal LM of the given architecture ("llama", "qwen2", "gpt2")."""
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    vocab = len(WORDS) + 8
+    torch.manual_seed(seed)
+    if arch == "llama":
+        cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=d_ff, num_hidden_layers=layers,
+                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
+        model = LlamaForCausalLM(cfg)
+    elif arch == "qwen2":
+        cfg = Qwen2Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=d_ff, num_hidden_layers=layers,
+                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
+        model = Qwen2ForCausalLM(cfg)
+    elif arch == "gpt2":
+        cfg = GPT2Config(vocab_size=vocab, n_embd=hidden, n_inner=d_ff, n_layer=layers, n_head=2, n_positions=64)
+        model = GPT2LMHeadModel(cfg)
+    else:
+        raise ValueError(f"unknown tiny architecture {arch!r}")
+    return model.eval()
