@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 WORDS = (
-    "the mother tongue of is capital city home a an and in on was born speaks language French English "
+    "The the mother tongue of is capital city home a an and in on was born speaks language French English "
     "Spanish German Paris London Berlin Madrid Danielle Darrieux Toko Yasuda Anna Smith John Brown . , ?"
 ).split()
 
@@ -38,7 +38,8 @@ def tiny_model(arch: str = "llama", *, layers: int = 3, hidden: int = 16, d_ff: 
                           num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
         model = Qwen2ForCausalLM(cfg)
     elif arch == "gpt2":
-        cfg = GPT2Config(vocab_size=vocab, n_embd=hidden, n_inner=d_ff, n_layer=layers, n_head=2, n_positions=64)
+        cfg = GPT2Config(vocab_size=vocab, n_embd=hidden, n_inner=d_ff, n_layer=layers, n_head=2, n_positions=64,
+                         bos_token_id=2, eos_token_id=3)
         model = GPT2LMHeadModel(cfg)
     else:
         raise ValueError(f"unknown tiny architecture {arch!r}")
