@@ -46,7 +46,7 @@ def as_tensor(
     booleans and complex numbers are refused with a :class:`DTypeError` naming ``name``.
     """
     if isinstance(x, torch.Tensor):
-        t = x
+        t = x.detach()  # a model parameter (requires_grad) must not drag autograd into the solver
     else:
         try:
             arr = np.asarray(x)

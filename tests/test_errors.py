@@ -212,3 +212,12 @@ def test_batch_solve_errors():
         rlsedit.batch_solve(W0, [np.ones((1, 3))], np.ones((1, 3)), lam=1.0)
     with pytest.raises(ShapeError, match=r"keys\[1\] has 2 columns"):
         rlsedit.batch_solve(W0, [np.ones((1, 3)), np.ones((1, 2))], [np.ones((1, 3))] * 2, lam=1.0)
+
+
+def test_parameters_that_require_grad_are_detached():
+    W = torch.nn.Parameter(torch.randn(D_K, D_V, dtype=torch.float64))
+    ed = rlsedit.RLSEditor(W, lam=1.0)
+    K = torch.randn(2, D_K, dtype=torch.float64, requires_grad=True)
+    ed.update(K, torch.zeros(2, D_V, dtype=torch.float64))
+    assert not ed.W.requires_grad and not ed.C.requires_grad
+    assert ed.W.grad_fn is None
