@@ -51,7 +51,7 @@ from .models import weights_fingerprint
 from .requests import EditRequest
 from .sites import read_weight, restore_weights, site_for, snapshot_weights, write_weight
 from .stats import SecondMoment, atomic_write_bytes, fsync_dir, load_tensors, save_tensors_atomic
-from .values import ValueConfig, hidden_at_fact, optimize_target, spread_residual
+from .values import ValueConfig, hidden_at_fact, optimize_targets, spread_residual
 
 CHECKPOINT_FORMAT = "rlsedit-stream-v1"
 _SESSION_SET = ("W0", "anchor_gram", "anchor_keys", "anchor_values", "anchor_cross", "dtype")
@@ -261,9 +261,8 @@ class EditingSession:
         self._validate(requests)
         start = time.perf_counter()
         cfg, last = self.config, self.config.layers[-1]
-        targets = [optimize_target(self.model, self.tokenizer, self.site, last, r, cfg.values,
+        targets = optimize_targets(self.model, self.tokenizer, self.site, last, requests, cfg.values,
                                    fact_token=cfg.fact_token, context_templates=cfg.context_templates)
-                   for r in requests]
         z = torch.stack([t.z for t in targets])  # (u, d_v)
         reports = []
         before = self.edited_weights()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from llm_experiments.keys import EncodedPrompt, PromptError, compute_keys, encode_prompt
 from llm_experiments.models import ModelPathError, load_model, weights_fingerprint
 from llm_experiments.sites import site_for
-from llm_experiments.values import ValueConfig, hidden_at_fact, optimize_target, spread_residual
+from llm_experiments.values import ValueConfig, hidden_at_fact, optimize_target, optimize_targets, spread_residual
 from tests.llm_fixtures import WORDS, sharp_tiny_model, tiny_model, tiny_requests, tiny_tokenizer
 
 ARCHS = ("llama", "qwen2", "gpt2")
@@ -198,3 +199,28 @@ def test_spread_gives_each_layer_an_equal_share_when_writes_land_exactly(L, seed
 def test_a_subject_no_token_covers_is_refused_with_the_prompt_named():
     with pytest.raises(PromptError, match="no token of prompt"):
         encode_prompt(tiny_tokenizer(), "{} is", " ")
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_requests_optimised_together_follow_their_solo_paths(arch):
+    """Batched optimisation = one optimisation per request (block-diagonal gradient, elementwise Adam);
+    a request that meets ``stop_loss`` early is frozen as its solo loop would stop."""
+    model, tok = sharp_tiny_model(arch), tiny_tokenizer()
+    site = site_for(model)
+    requests = tiny_requests(3)
+    requests[1] = dataclasses.replace(requests[1], target_new=" French English")  # longer target, other padding
+    config = ValueConfig(steps=8, lr=0.5, stop_loss=2.0)
+    together = optimize_targets(model, tok, site, 1, requests, config, fact_token="last",
+                                context_templates=("{}", "Therefore, {}"))
+    for r, t in zip(requests, together, strict=True):
+        alone = optimize_target(model, tok, site, 1, r, config, fact_token="last",
+                                context_templates=("{}", "Therefore, {}"))
+        assert alone.steps_run == t.steps_run
+        torch.testing.assert_close(t.z, alone.z, rtol=1e-4, atol=1e-4)
+        assert t.nll_after == pytest.approx(alone.nll_after, rel=1e-4, abs=1e-4)
+    if arch == "gpt2":  # on this model the three requests meet stop_loss at different steps
+        assert len({t.steps_run for t in together}) > 1
+    chunked = optimize_targets(model, tok, site, 1, requests, dataclasses.replace(config, requests_per_pass=2),
+                               fact_token="last", context_templates=("{}", "Therefore, {}"))
+    for a, b in zip(together, chunked, strict=True):
+        torch.testing.assert_close(a.z, b.z, rtol=1e-4, atol=1e-4)
