@@ -79,3 +79,17 @@ def test_llm_stats_help_explains_every_option():
                    "--batch-size", "--device", "--dtype", "--stats-dtype", "--import-npz", "--overwrite",
                    "--no-progress"):
         assert option in out
+
+
+def test_llm_bench_writes_its_results(tmp_path):
+    import json
+
+    from rlsedit.cli import main
+
+    assert main(["llm-bench", "--out", str(tmp_path), "--hidden", "16", "--d-ff", "32", "--num-layers", "2",
+                 "--layers", "0,1", "--edits", "4", "--batch-size", "2", "--stats-tokens", "200", "--steps", "2",
+                 "--editor", "memit"]) == 0
+    assert json.loads((tmp_path / "config.json").read_text())["editing"]["editor"] == "memit"
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["position"] for r in rows] == [2, 4]
+    assert json.loads((tmp_path / "summary.json").read_text())["stats_tokens"] == 200
