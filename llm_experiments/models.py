@@ -119,7 +119,7 @@ def config_hash(model: nn.Module) -> str:
 
 
 def weights_fingerprint(model: nn.Module, *, sample: int = 4096) -> str:
-    """A fingerprint of every parameter: name, shape, dtype, float64 sum and sum of squares, and
+    """A fingerprint of every parameter: name, shape, dtype, float64 sum and 2-norm, and
     the bytes of an evenly strided sample of at most ``sample`` entries, hashed with sha256.
 
     Cheap enough for an 8B model on its own device (one reduction per parameter), and changed by
@@ -131,7 +131,8 @@ def weights_fingerprint(model: nn.Module, *, sample: int = 4096) -> str:
             flat = p.detach().reshape(-1)
             stride = max(1, flat.numel() // sample)
             picked = flat[::stride][:sample].to(device="cpu", dtype=torch.float64)
-            stats = torch.stack([flat.double().sum(), flat.double().square().sum()]).cpu()
+            stats = torch.stack([flat.sum(dtype=torch.float64),  # float64 accumulation, no float64 copy
+                                 torch.linalg.vector_norm(flat, dtype=torch.float64)]).cpu()
             h.update(f"{name}|{tuple(p.shape)}|{p.dtype}".encode())
             h.update(stats.numpy().tobytes())
             h.update(picked.numpy().tobytes())
