@@ -204,3 +204,16 @@ def test_bad_layers_are_refused():
     model, tok = sharp_tiny_model("llama"), tiny_tokenizer()
     with pytest.raises(ValueError, match="layer 5"):
         EditingSession(model, tok, _config("ft", layers=(1, 5)))
+
+
+def test_a_bfloat16_model_is_edited_with_float64_editors_and_cast_only_on_write():
+    model, tok = sharp_tiny_model("qwen2"), tiny_tokenizer()
+    moments = {layer: m.moment() for layer, m in _moments(model).items()}  # plain tensors are accepted too
+    model = model.to(torch.bfloat16)
+    session = EditingSession(model, tok, _config("rlsedit"), second_moments=moments)
+    report = session.edit_batch(tiny_requests(2))
+    assert report.target_nll_after < report.target_nll_before
+    for layer, ed in session.editors.items():
+        assert ed.dtype == torch.float64
+        param = site_for(model).parameter(model, layer)
+        assert param.dtype == torch.bfloat16 and torch.equal(param, ed.W.T.to(torch.bfloat16))
