@@ -138,3 +138,35 @@ def compute_keys(model: nn.Module, tokenizer, site: EditSite, layer: int, reques
     prompts = [encode_prompt(tokenizer, c.format(r.prompt), r.subject) for r in requests for c in templates]
     acts = site_inputs_at(model, tokenizer, site, layer, prompts, fact_token)  # (n * c, d_k)
     return acts.view(len(requests), len(templates), -1).mean(dim=1)
+
+
+MEMIT_STARTS = ("The", "Therefore", "Because", "I", "You")
+
+
+def generate_context_templates(model: nn.Module, tokenizer, *, starts: Sequence[str] = MEMIT_STARTS,
+                               per_start: int = 2, length: int = 10, top_k: int = 5, seed: int = 0) -> tuple[str, ...]:
+    """MEMIT-style context templates sampled from the model, reproducibly (a seeded generator).
+
+    ``"{}"`` followed by, for each start word, ``per_start`` continuations of ``length`` tokens
+    sampled with top-k sampling (MEMIT: 5 starts, top-k 5, 10 tokens), each as ``"<text>. {}"``
+    with braces in the text replaced by spaces. Put the result in ``EditingConfig.context_templates``:
+    the strings are then recorded with the run, so keys do not depend on sampling again.
+    """
+    if per_start < 1 or length < 1 or top_k < 1:
+        raise ValueError("per_start, length and top_k must be >= 1")
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    device = input_device(model)
+    out = ["{}"]
+    with torch.no_grad():
+        for start in starts:
+            for _ in range(per_start):
+                ids = list(tokenizer(start)["input_ids"])
+                first = len(ids)
+                for _ in range(length):
+                    logits = model(input_ids=torch.tensor([ids], device=device)).logits[0, -1].float().cpu()
+                    top = torch.topk(logits, min(top_k, logits.numel()))
+                    pick = torch.multinomial(torch.softmax(top.values, dim=-1), 1, generator=gen)
+                    ids.append(int(top.indices[pick]))
+                text = start + " " + tokenizer.decode(ids[first:], skip_special_tokens=True).strip()
+                out.append(text.replace("{", " ").replace("}", " ").strip() + ". {}")
+    return tuple(out)

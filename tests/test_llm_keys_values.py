@@ -224,3 +224,16 @@ def test_requests_optimised_together_follow_their_solo_paths(arch):
                                fact_token="last", context_templates=("{}", "Therefore, {}"))
     for a, b in zip(together, chunked, strict=True):
         torch.testing.assert_close(a.z, b.z, rtol=1e-4, atol=1e-4)
+
+
+def test_generated_context_templates_are_seeded_and_well_formed():
+    from llm_experiments.keys import check_templates, generate_context_templates
+
+    model, tok = sharp_tiny_model("llama"), tiny_tokenizer()
+    a = generate_context_templates(model, tok, starts=("The", "Anna"), per_start=2, length=4, seed=1)
+    assert a == generate_context_templates(model, tok, starts=("The", "Anna"), per_start=2, length=4, seed=1)
+    assert a != generate_context_templates(model, tok, starts=("The", "Anna"), per_start=2, length=4, seed=2)
+    assert len(a) == 5 and a[0] == "{}" and check_templates(a) == a
+    assert all(t.startswith(("The ", "Anna ")) and t.endswith(". {}") for t in a[1:])
+    K = compute_keys(model, tok, site_for(model), 0, tiny_requests(2), context_templates=a)
+    assert K.shape == (2, 32)
