@@ -44,3 +44,38 @@ def tiny_model(arch: str = "llama", *, layers: int = 3, hidden: int = 16, d_ff: 
     else:
         raise ValueError(f"unknown tiny architecture {arch!r}")
     return model.eval()
+
+
+def sharp_tiny_model(arch: str = "llama", *, scale: float = 20.0, **kwargs):
+    """``tiny_model`` with its output head scaled up, so that hidden-state changes move the next-token
+    distribution visibly (a random tiny model's logits are nearly flat)."""
+    model = tiny_model(arch, **kwargs)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(scale)
+    return model
+
+
+SUBJECTS = ("Danielle Darrieux", "Toko Yasuda", "Anna Smith", "John Brown")
+LANGUAGES = (" French", " English", " Spanish", " German")
+
+
+def tiny_requests(n: int = 4, *, offset: int = 1):
+    """``n`` counterfactual requests over the fixture vocabulary (subjects and languages cycle)."""
+    from llm_experiments.requests import EditRequest
+
+    return [
+        EditRequest(case_id=i, prompt="The mother tongue of {} is", subject=SUBJECTS[i % len(SUBJECTS)],
+                    target_new=LANGUAGES[(i + offset) % len(LANGUAGES)], target_true=LANGUAGES[i % len(LANGUAGES)],
+                    paraphrase_prompts=(f"{SUBJECTS[i % len(SUBJECTS)]} speaks",),
+                    neighborhood_prompts=("The mother tongue of John Brown is",))
+        for i in range(n)
+    ]
+
+
+TINY_CORPUS = (
+    "The capital city of Paris is Paris .",
+    "Anna Smith was born in Berlin and speaks German .",
+    "John Brown speaks English , and the mother tongue of Toko Yasuda is English .",
+    "Danielle Darrieux was born in Paris ; the language of Paris is French .",
+    "The home of a Madrid city is in Spanish , on the capital of London .",
+)

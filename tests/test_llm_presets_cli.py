@@ -1,0 +1,95 @@
+"""Presets with the published settings, and the ``rlsedit llm-stats`` command on a tiny checkpoint."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from llm_experiments.editing import EditingConfig
+from llm_experiments.presets import preset
+from tests.llm_fixtures import TINY_CORPUS, tiny_model, tiny_tokenizer
+
+
+def test_presets_carry_the_published_settings():
+    llama = preset("llama3-8b")
+    assert llama.layers == (4, 5, 6, 7, 8) and llama.batch_size == 100 and llama.n_w == 15000
+    assert dict(llama.editor_options) == {"lam": 0.0, "mu": 1.0} and llama.fact_token == "subject_last"
+    assert (llama.values.steps, llama.values.lr, llama.values.clamp_factor) == (25, 0.1, 0.75)
+    assert preset("qwen2.5-7b").layers == (7, 8, 9, 10, 11)
+    assert dict(preset("llama3-8b", "alphaedit").editor_options) == {"l2": 10.0, "threshold": 2e-2}
+    assert preset("llama3-8b", "memit", batch_size=10).batch_size == 10
+    assert EditingConfig.from_dict(llama.to_dict()) == llama
+    with pytest.raises(ValueError, match="rome"):
+        preset("llama3-8b", "rome")
+    with pytest.raises(ValueError, match="gpt-j"):
+        preset("gpt-j")
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    path = tmp_path / "tiny-llama"
+    tiny_model("llama").save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(TINY_CORPUS) + "\n")
+    return path, corpus
+
+
+def test_llm_stats_computes_then_reuses_then_refuses(checkpoint, tmp_path, capsys):
+    from rlsedit.cli import main
+
+    path, corpus = checkpoint
+    args = ["llm-stats", "--model", str(path), "--layers", "0,2", "--cache-dir", str(tmp_path / "stats"),
+            "--corpus", str(corpus), "--corpus-id", "tiny", "--max-tokens", "30", "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count(" computed") == 2 and "   30 " in out
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("cache (computed)") == 2
+    from llm_experiments.stats import StatsCacheMismatchError
+
+    with pytest.raises(StatsCacheMismatchError, match="max_tokens"):
+        main([*args[:-3], "--max-tokens", "31", "--no-progress"])
+
+
+def test_llm_stats_imports_a_memit_npz(checkpoint, tmp_path, capsys):
+    from rlsedit.cli import main
+
+    path, _ = checkpoint
+    keys = np.random.default_rng(1).standard_normal((20, 32))
+    npz = tmp_path / "layer1.npz"
+    np.savez(npz, **{"mom2.mom2": keys.T @ keys, "mom2.count": np.array(20)})
+    assert main(["llm-stats", "--model", str(path), "--layers", "1", "--cache-dir", str(tmp_path / "s"),
+                 "--import-npz", str(npz), "--corpus-id", "theirs"]) == 0
+    assert "memit-npz" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="exactly one layer"):
+        main(["llm-stats", "--model", str(path), "--layers", "1,2", "--cache-dir", str(tmp_path / "s"),
+              "--import-npz", str(npz)])
+    with pytest.raises(SystemExit, match="--corpus"):
+        main(["llm-stats", "--model", str(path), "--layers", "1", "--cache-dir", str(tmp_path / "s")])
+
+
+def test_llm_stats_help_explains_every_option():
+    out = subprocess.run([sys.executable, "-m", "rlsedit.cli", "llm-stats", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for option in ("--model", "--layers", "--cache-dir", "--corpus", "--corpus-id", "--max-tokens", "--seq-len",
+                   "--batch-size", "--device", "--dtype", "--stats-dtype", "--import-npz", "--overwrite",
+                   "--no-progress"):
+        assert option in out
+
+
+def test_llm_bench_writes_its_results(tmp_path):
+    import json
+
+    from rlsedit.cli import main
+
+    assert main(["llm-bench", "--out", str(tmp_path), "--hidden", "16", "--d-ff", "32", "--num-layers", "2",
+                 "--layers", "0,1", "--edits", "4", "--batch-size", "2", "--stats-tokens", "200", "--steps", "2",
+                 "--editor", "memit"]) == 0
+    assert json.loads((tmp_path / "config.json").read_text())["editing"]["editor"] == "memit"
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["position"] for r in rows] == [2, 4]
+    assert json.loads((tmp_path / "summary.json").read_text())["stats_tokens"] == 200
