@@ -17,7 +17,8 @@ CounterFact, per record (each a fraction in [0, 1]; the papers print 100 x the m
                     (MEMIT "Efficacy Score", ES; the RLSEdit table's "Efficacy")
     generalization  the same, averaged over the paraphrase prompts (PS; "Generalization")
     specificity     [mean_nll(p, true) < mean_nll(p, new)] averaged over the neighbourhood prompts
-                    (NS; "Specificity")
+                    (NS; "Specificity"); "true" is the answer each prompt must keep, CounterFact's
+                    target_true unless the request gives neighborhood_targets
     efficacy_magnitude, generalization_magnitude, specificity_magnitude
                     the same comparisons as probability differences, p(new) - p(true) (p(true) -
                     p(new) for specificity) with p = exp(-mean_nll) (MEMIT's EM, PM, NM)
@@ -355,7 +356,9 @@ def counterfact_metrics(
 ) -> list[dict]:
     """One dict per request with MEMIT's CounterFact metrics (see the module docstring).
 
-    Probability metrics always; with ``generation=True`` also ``fluency`` (records with generation
+    Neighbourhood prompts compare ``target_new`` with the answer each must keep
+    (``EditRequest.neighborhood_pairs``: ``target_true`` for CounterFact records). Probability
+    metrics always; with ``generation=True`` also ``fluency`` (records with generation
     prompts) and ``consistency`` (records with generation prompts and reference texts, and
     ``tfidf`` given). Each dict carries ``case_id``.
     """
@@ -366,9 +369,11 @@ def counterfact_metrics(
     pairs: list[tuple[str, str]] = []
     layout = []  # per request: numbers of edit, paraphrase and neighbourhood prompts
     for r in requests:
-        prompts = [r.full_prompt, *r.paraphrase_prompts, *r.neighborhood_prompts]
-        for p in prompts:
-            pairs += [(p, r.target_new), (p, r.target_true)]
+        # (prompt, the new target, the target that should lose (edit, paraphrases) or win (neighbours))
+        triples = [(p, r.target_new, r.target_true) for p in (r.full_prompt, *r.paraphrase_prompts)]
+        triples += [(p, r.target_new, keep) for p, keep in r.neighborhood_pairs()]
+        for p, new, other in triples:
+            pairs += [(p, new), (p, other)]
         layout.append((1, len(r.paraphrase_prompts), len(r.neighborhood_prompts)))
     scores = score_continuations(model, tokenizer, pairs, batch_size=batch_size)
     results = []

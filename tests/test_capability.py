@@ -113,7 +113,8 @@ def test_binary_scores_match_scikit_learn(pairs, positive):
 
 @torch.no_grad()
 @pytest.mark.parametrize("task", sorted(GLUE_TASKS))
-def test_zero_shot_predicts_the_most_likely_label_word(model, tok, task):
+def test_zero_shot_predicts_the_most_likely_label_word(tok, task):
+    model = eval_model("llama", tok)
     examples = load_glue(task, FILES[task])
     result = glue_zero_shot(model, tok, task, examples, batch_size=3)
     spec = GLUE_TASKS[task]

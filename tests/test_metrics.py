@@ -40,7 +40,14 @@ def tok():
 
 @pytest.fixture(scope="module", params=ARCHS)
 def model(request, tok):
+    """Every architecture: for what depends on it (scoring positions, padding, the generation cache)."""
     return eval_model(request.param, tok)
+
+
+@pytest.fixture(scope="module")
+def llama(tok):
+    """One architecture: for the metric definitions, which sit on top of the scoring tested on all."""
+    return eval_model("llama", tok)
 
 
 @torch.no_grad()
@@ -59,10 +66,11 @@ def manual_scores(model, tok, prompt, target):
 # ---------------------------------------------------------------------------------------------- scoring
 
 sentences = st.lists(st.sampled_from(POOL), min_size=1, max_size=6).map(" ".join)
+targets = st.lists(st.sampled_from(POOL), min_size=1, max_size=3).map(lambda words: " " + " ".join(words))
 
 
 @settings(max_examples=6)
-@given(pairs=st.lists(st.tuples(sentences, sentences.map(lambda s: " " + s)), min_size=1, max_size=4),
+@given(pairs=st.lists(st.tuples(sentences, targets), min_size=1, max_size=4),
        batch_size=st.integers(1, 4))
 def test_batched_scores_equal_a_token_by_token_loop(model, tok, pairs, batch_size):
     scores = score_continuations(model, tok, pairs, batch_size=batch_size)
@@ -112,7 +120,7 @@ def test_target_tokens_come_from_offsets_for_leading_space_tokenizers(kind, prom
         assert tok.convert_ids_to_tokens(ids[n_prompt]).startswith("Ġ")
 
 
-def test_scoring_refuses_what_it_cannot_score(tok, model):
+def test_scoring_refuses_what_it_cannot_score(tok, llama):
     with pytest.raises(MetricError, match="empty target"):
         encode_continuation(tok, "Anna Smith is", "")
     with pytest.raises(MetricError, match="no token before the target"):
@@ -120,7 +128,7 @@ def test_scoring_refuses_what_it_cannot_score(tok, model):
     with pytest.raises(MetricError, match="has no token after prompt"):
         encode_continuation(tok, "Anna Smith is", "   ")
     with pytest.raises(MetricError, match="batch_size"):
-        score_continuations(model, tok, [("Anna is", " French")], batch_size=0)
+        score_continuations(llama, tok, [("Anna is", " French")], batch_size=0)
 
 
 # ---------------------------------------------------------------------------------------------- CounterFact / ZsRE
@@ -134,12 +142,12 @@ def request(case_id=0, **kw):
     return EditRequest(**base)
 
 
-def test_counterfact_metrics_follow_memits_definitions(model, tok):
+def test_counterfact_metrics_follow_memits_definitions(llama, tok):
     reqs = [request(0), request(1, subject="John Brown", target_new=" Paris London", target_true=" Berlin")]
-    rows = counterfact_metrics(model, tok, reqs, batch_size=3)
+    rows = counterfact_metrics(llama, tok, reqs, batch_size=3)
     for r, row in zip(reqs, rows, strict=True):
         def nll(prompt, target):
-            return np.mean(manual_scores(model, tok, prompt, target)[1])
+            return np.mean(manual_scores(llama, tok, prompt, target)[1])
 
         new, true = nll(r.full_prompt, r.target_new), nll(r.full_prompt, r.target_true)
         assert row["case_id"] == r.case_id
@@ -152,22 +160,31 @@ def test_counterfact_metrics_follow_memits_definitions(model, tok):
         assert "fluency" not in row
 
 
-def test_counterfact_needs_the_true_target(model, tok):
+def test_counterfact_specificity_uses_the_answers_to_keep(llama, tok):
+    r = request(5, neighborhood_prompts=("The mother tongue of Anna Smith is", "John Brown was born in"),
+                neighborhood_targets=(" Spanish", " London"))
+    (row,) = counterfact_metrics(llama, tok, [r])
+    keep = [np.mean(manual_scores(llama, tok, p, t)[1]) < np.mean(manual_scores(llama, tok, p, r.target_new)[1])
+            for p, t in r.neighborhood_pairs()]
+    assert row["specificity"] == pytest.approx(np.mean(keep))
+
+
+def test_counterfact_needs_the_true_target(llama, tok):
     with pytest.raises(MetricError, match=r"record 7.*target_true"):
-        counterfact_metrics(model, tok, [request(7, target_true="")])
+        counterfact_metrics(llama, tok, [request(7, target_true="")])
 
 
-def test_zsre_token_accuracy_is_teacher_forced_argmax_per_token(model, tok):
+def test_zsre_token_accuracy_is_teacher_forced_argmax_per_token(llama, tok):
     r = EditRequest(case_id=3, prompt="What language does {} speak ?", subject="Toko Yasuda",
                     target_new=" German Spanish English", paraphrase_prompts=("Which language is spoken by Toko",),
                     neighborhood_prompts=("nq question : the capital city of Spain ?",),
                     neighborhood_targets=(" Madrid Paris",))
-    (row,) = zsre_metrics(model, tok, [r])
-    assert row["efficacy"] == pytest.approx(np.mean(manual_scores(model, tok, r.full_prompt, r.target_new)[2]))
+    (row,) = zsre_metrics(llama, tok, [r])
+    assert row["efficacy"] == pytest.approx(np.mean(manual_scores(llama, tok, r.full_prompt, r.target_new)[2]))
     assert row["generalization"] == pytest.approx(
-        np.mean(manual_scores(model, tok, r.paraphrase_prompts[0], r.target_new)[2]))
+        np.mean(manual_scores(llama, tok, r.paraphrase_prompts[0], r.target_new)[2]))
     assert row["specificity"] == pytest.approx(
-        np.mean(manual_scores(model, tok, r.neighborhood_prompts[0], " Madrid Paris")[2]))
+        np.mean(manual_scores(llama, tok, r.neighborhood_prompts[0], " Madrid Paris")[2]))
 
 
 # ---------------------------------------------------------------------------------------------- generation
@@ -186,13 +203,13 @@ def test_greedy_generation_equals_a_loop_without_cache(model, tok):
 @torch.no_grad()
 def test_sampling_is_seeded_and_stays_in_the_top_k(model, tok):
     prompts = ["The mother tongue of", "Paris is", "John Brown speaks"]
-    a = generate_ids(model, tok, prompts, max_length=10, top_k=3, seed=1)
-    assert a == generate_ids(model, tok, prompts, max_length=10, top_k=3, seed=1)
-    assert a != generate_ids(model, tok, prompts, max_length=10, top_k=3, seed=2)
-    assert generate_texts(model, tok, prompts, max_length=10, top_k=3, seed=1) == [
+    a = generate_ids(model, tok, prompts, max_length=8, top_k=3, seed=1)
+    assert a == generate_ids(model, tok, prompts, max_length=8, top_k=3, seed=1)
+    assert a != generate_ids(model, tok, prompts, max_length=8, top_k=3, seed=2)
+    assert generate_texts(model, tok, prompts, max_length=8, top_k=3, seed=1) == [
         tok.decode(ids, skip_special_tokens=True) for ids in a]
     for prompt, ids in zip(prompts, a, strict=True):
-        assert len(ids) == 10
+        assert len(ids) == 8
         assert ids[: len(tok(prompt)["input_ids"])] == tok(prompt)["input_ids"]
         for p in range(len(tok(prompt)["input_ids"]), len(ids)):  # the sampled positions
             logits = model(input_ids=torch.tensor([ids[:p]])).logits[0, -1]
