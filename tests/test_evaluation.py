@@ -140,3 +140,4 @@ def test_the_documented_example_runs(monkeypatch, capsys):
     assert summary["final"]["edited"]["efficacy"]["mean"] == 1.0
     assert set(summary["final"]["edited"]) >= {"efficacy", "generalization", "specificity", "fluency",
                                                "consistency"}
+    assert namespace["zsre_summary"]["checkpoints"] == [0, 1, 2]

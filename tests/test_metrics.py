@@ -169,6 +169,24 @@ def test_counterfact_specificity_uses_the_answers_to_keep(llama, tok):
     assert row["specificity"] == pytest.approx(np.mean(keep))
 
 
+def test_counterfact_generation_metrics_are_fluency_and_tfidf_of_the_seeded_texts(llama, tok):
+    stats = TfidfStats.fit(["Danielle Darrieux speaks English", "English is spoken in London", "French Paris"])
+    with_refs = request(0, generation_prompts=("Danielle Darrieux speaks", "The mother tongue of"),
+                        reference_texts=("English is the language of London .", "She speaks English ."))
+    no_refs = request(1, generation_prompts=("Anna Smith was born in",))
+    no_prompts = request(2)
+    rows = counterfact_metrics(llama, tok, [with_refs, no_refs, no_prompts], generation=True, tfidf=stats,
+                               max_length=9, top_k=4, seed=3)
+    texts = generate_texts(llama, tok, with_refs.generation_prompts, max_length=9, top_k=4, seed=3)
+    assert rows[0]["fluency"] == pytest.approx(fluency(texts))
+    expected = stats.similarity(" ".join(texts), " ".join(with_refs.reference_texts))
+    assert rows[0]["consistency"] == pytest.approx(expected)
+    assert "fluency" in rows[1] and "consistency" not in rows[1]  # no reference texts
+    assert "fluency" not in rows[2]  # no generation prompts
+    with pytest.raises(MetricError, match="needs tfidf"):
+        counterfact_metrics(llama, tok, [with_refs], generation=True)
+
+
 def test_counterfact_needs_the_true_target(llama, tok):
     with pytest.raises(MetricError, match=r"record 7.*target_true"):
         counterfact_metrics(llama, tok, [request(7, target_true="")])
