@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("rlsedit.demo", "stream synthetic edits into an editor and compare with batch_solve"),
     "llm-stats": ("llm_experiments.stats_cli", "compute or import E[kk^T] of a local model's edited layers"),
     "llm-bench": ("llm_experiments.bench", "time the LLM editing machinery on a random Llama built from a config"),
+    "evaluate": ("llm_experiments.eval_cli", "score a local checkpoint on CounterFact/ZsRE and general capability"),
 }
 
 

@@ -79,3 +79,37 @@ TINY_CORPUS = (
     "Danielle Darrieux was born in Paris ; the language of Paris is French .",
     "The home of a Madrid city is in Spanish , on the capital of London .",
 )
+
+
+FIXTURES = __import__("pathlib").Path(__file__).resolve().parent / "fixtures"
+
+
+def fixture_words() -> list[str]:
+    """Every word (as the word-level tokenizer splits text) of the evaluation fixture files, sorted."""
+    from tokenizers import pre_tokenizers
+
+    split = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    words: set[str] = set()
+    for path in sorted(FIXTURES.rglob("*")):
+        if path.suffix in (".json", ".tsv", ".txt"):
+            words.update(w for w, _ in split.pre_tokenize_str(path.read_text(encoding="utf-8-sig")))
+    return sorted(words)
+
+
+def eval_tokenizer():
+    """The tiny tokenizer's words plus every word of the evaluation fixtures (no unknown words)."""
+    from llm_experiments.tokenizer import build_word_tokenizer
+
+    extra = ("Review", "Sentiment", "negative", "positive", "Sentence", "Question", "Answer", "Do", "both",
+             "sentences", "mean", "same", "thing", "Yes", "No", "this", "sentence", "grammatically", "correct",
+             "True", "False", "or", "1", "2")
+    return build_word_tokenizer([*WORDS, *fixture_words(), *extra])
+
+
+def eval_model(arch: str = "llama", tokenizer=None, *, seed: int = 0, **sizes):
+    """``tiny_model(arch)`` with its embeddings resized to ``tokenizer`` (default ``eval_tokenizer()``)."""
+    tokenizer = tokenizer or eval_tokenizer()
+    model = tiny_model(arch, seed=seed, **sizes)
+    torch.manual_seed(seed)
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    return model.eval()
