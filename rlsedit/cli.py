@@ -13,6 +13,8 @@ import sys
 # name -> (module, one-line help). Later work adds one line here per subcommand.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("rlsedit.demo", "stream synthetic edits into an editor and compare with batch_solve"),
+    "simulate": ("simulations.cli_simulate", "run a theory/simulation experiment into a results folder"),
+    "figures": ("simulations.cli_figures", "draw the figures of results folders (PDF + PNG)"),
 }
 
 
