@@ -10,8 +10,10 @@ anchor-correlated, k = sqrt(rho) s^{1/2} * z_1 + sqrt(1 - rho) z_2; values V = K
 Per batch: the per-step bound (with the editor's own C_t after the step) and the soft-write
 interval (with C_{t-1} K^T taken before it). At each checkpoint: the energy, weight-distance,
 anchor-residual and quarter bounds (:func:`rlsedit.objective` in float64), the spectral bound with
-||C_0||_2, and ||W_rec - W_batch||_F relative to ||W_batch - W0||_F. Memory at full size: about
-6 GB at a checkpoint. It is one cell: an interrupted run starts again from the beginning.
+||C_0||_2, and ||W_rec - W_batch||_F relative to ||W_batch - W0||_F. Memory at full size, estimated
+from the array sizes: about 10 GB at a checkpoint (the float64 normal matrix, its Cholesky factor,
+the dense float64 anchor Gram and the stacked keys). It is one cell: an interrupted run starts
+again from the beginning.
 """
 
 from __future__ import annotations
