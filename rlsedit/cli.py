@@ -16,6 +16,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "llm-stats": ("llm_experiments.stats_cli", "compute or import E[kk^T] of a local model's edited layers"),
     "llm-bench": ("llm_experiments.bench", "time the LLM editing machinery on a random Llama built from a config"),
     "evaluate": ("llm_experiments.eval_cli", "score a local checkpoint on CounterFact/ZsRE and general capability"),
+    "simulate": ("simulations.cli_simulate", "run a theory/simulation experiment into a results folder"),
+    "figures": ("simulations.cli_figures", "draw the figures of results folders (PDF + PNG)"),
 }
 
 

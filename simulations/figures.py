@@ -1,0 +1,262 @@
+"""Figures drawn from results folders only (config.json, metrics.jsonl, summary.json); no computation
+beyond grouping and averaging the recorded numbers. Each figure is saved as vector PDF and PNG."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from statistics import mean
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.colors as mcolors
+import matplotlib.pyplot as plt
+
+from .sweep import read_metrics
+
+STYLE = {
+    "figure.figsize": (6.4, 4.0), "figure.dpi": 100, "savefig.dpi": 200, "font.size": 9,
+    "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8, "axes.grid": True,
+    "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False, "savefig.bbox": "tight",
+    "figure.constrained_layout.use": True,
+}
+EDITOR_COLOURS = {"rlsedit": "C0", "memit": "C1", "alphaedit": "C2", "rome": "C3", "ft": "C4"}
+EDITOR_LABELS = {"rlsedit": "RLSEdit", "memit": "MEMIT", "alphaedit": "AlphaEdit", "rome": "ROME", "ft": "FT"}
+
+
+class NotAResultsFolder(ValueError):
+    """The folder has no config.json naming an experiment, or its metrics are missing."""
+
+
+def load(folder: Path) -> tuple[dict, list[dict], dict]:
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except FileNotFoundError:
+        raise NotAResultsFolder(f"{folder} has no config.json") from None
+    summary_path = folder / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    records = [r for r in read_metrics(folder / "metrics.jsonl") if r.get("event") is None]
+    return config, records, summary
+
+
+def _save(fig, out: Path, stem: str, formats: tuple[str, ...]) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        p = out / f"{stem}.{fmt}"
+        fig.savefig(p)
+        paths.append(p)
+    plt.close(fig)
+    return paths
+
+
+def fig_bounds(config: dict, records: list[dict], summary: dict):
+    groups: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        if "tight_for" not in r and r["ratio"] > 0:
+            groups[r["bound"]].append(r["ratio"])
+    names = sorted(groups)
+    fig, ax = plt.subplots(figsize=(6.4, 0.32 * len(names) + 1.4))
+    ax.boxplot([groups[n] for n in names], orientation="horizontal", whis=(0, 100), widths=0.6)
+    ax.set_yticks(range(1, len(names) + 1), [n.replace("_", " ") for n in names])
+    tight = summary.get("tight_streams_ratio", {})
+    ys = [names.index(n) + 1 for n in tight if n in names]
+    xs = [tight[n] for n in tight if n in names]
+    ax.scatter(xs, ys, marker="*", s=70, color="C3", zorder=3, label="tight stream (theory.tight)")
+    ax.axvline(1.0, color="k", lw=1, ls="--", label="bound (ratio 1)")
+    ax.set_xscale("log")
+    ax.set_xlabel("measured / bound (dimensionless, log scale)")
+    ax.set_title(f"Bounds vs measured: {summary.get('n_checks', len(records))} checks, "
+                 f"max ratio {summary.get('max_ratio', float('nan')):.12g}")
+    ax.legend(loc="lower left")
+    return {"bounds_ratios": fig}
+
+
+def fig_convergence(config: dict, records: list[dict], summary: dict):
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.8), sharey=True)
+    fits = summary.get("fits", {})
+    for ax, mode in zip(axes, ("scaled", "fixed"), strict=True):
+        for i, kind in enumerate(config["kinds"]):
+            rs = [r for r in records if r["kind"] == kind and r["mode"] == mode]
+            ts = sorted({r["t"] for r in rs})
+            if not ts:
+                continue
+            m = [mean(r["err"] for r in rs if r["t"] == t) for t in ts]
+            slope = fits.get(f"{kind}/{mode}", {}).get("slope_tail", float("nan"))
+            ax.loglog(ts, m, "o-", ms=3, color=f"C{i}", label=f"{kind} (slope {slope:.2f})")
+            if mode == "scaled" and "rms_bound" in rs[0]:
+                ax.loglog(ts, [next(r["rms_bound"] for r in rs if r["t"] == t) for t in ts], ":", color=f"C{i}", lw=1,
+                          label="a-priori RMS bound" if i == 0 else None)
+        ts_all = sorted({r["t"] for r in records})
+        if ts_all:
+            ref = [min(r["err"] for r in records if r["t"] == ts_all[0]) * (t / ts_all[0]) ** -0.5 for t in ts_all]
+            ax.loglog(ts_all, ref, "k--", lw=1, label="slope -1/2")
+        title = ("scaled: lam = t lam_bar, mu = t mu_bar -> ridge limit" if mode == "scaled"
+                 else "fixed lam, mu -> least-squares limit")
+        ax.set_title(title)
+        ax.set_xlabel("edits t (rows)")
+        ax.legend()
+    axes[0].set_ylabel("||W_t - W_lim||_F (mean over seeds)")
+    return {"convergence": fig}
+
+
+def fig_tradeoff(config: dict, records: list[dict], summary: dict):
+    lams = sorted({r["lam"] for r in records})
+    mus = sorted({r["mu"] for r in records})
+    at = {(r["lam"], r["mu"]): r for r in records}
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.0))
+    for ax, key, title in ((axes[0], "adherence", "edits' residual f / E_t (adherence)"),
+                           (axes[1], "heldout_drift", "held-out drift on anchor keys (relative)")):
+        Z = [[max(at[(lam, mu)][key], 1e-16) for lam in lams] for mu in mus]
+        im = ax.pcolormesh(lams, mus, Z, shading="nearest", norm=mcolors.LogNorm())
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("lam (weight of ||W - W0||^2)")
+        ax.set_ylabel("mu (weight of anchor term)")
+        ax.set_title(title)
+        ax.grid(False)
+        fig.colorbar(im, ax=ax, label="relative value (log scale)")
+    ax = axes[2]
+    for j, mu in enumerate(mus[:: max(1, len(mus) // 5)]):
+        rs = [at[(lam, mu)] for lam in lams]
+        ax.loglog([max(r["heldout_drift"], 1e-16) for r in rs], [r["adherence"] for r in rs], "o-", ms=3,
+                  color=f"C{j}", label=f"mu = {mu:.0e}")
+    ax.set_xlabel("held-out drift (relative; left = preserved)")
+    ax.set_ylabel("f / E_t (down = edits written)")
+    ax.set_title("trade-off curves, lam increasing along each")
+    ax.legend()
+    return {"tradeoff": fig}
+
+
+def fig_retention(config: dict, records: list[dict], summary: dict):
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.8))
+    for ed in config["editors"]:
+        rs = [r for r in records if r["editor"] == ed and r["cohort_residual"] is not None]
+        es = sorted({r["edits"] for r in rs})
+        for ax, key in zip(axes, ("cohort_residual", "heldout_drift"), strict=True):
+            ax.plot(es, [mean(r[key] for r in rs if r["edits"] == e) for e in es], "-",
+                    color=EDITOR_COLOURS.get(ed), label=EDITOR_LABELS.get(ed, ed))
+    axes[0].set_ylabel("first cohort's residual / its residual at W0")
+    axes[0].set_title(f"retention of the first {config['cohort_batches'] * config['u']} edits")
+    axes[1].set_ylabel("held-out drift tr(D^T Sigma_A D) / tr(W0^T Sigma_A W0)")
+    axes[1].set_yscale("symlog", linthresh=1e-4)
+    axes[1].set_title("damage on the anchor's key distribution")
+    for ax in axes:
+        ax.set_xlabel("edits written (rows)")
+        ax.legend()
+    return {"retention": fig}
+
+
+def fig_cost(config: dict, records: list[dict], summary: dict):
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.6))
+    hist = [r for r in records if r["sweep"] == "history"]
+    axes[0].plot([r["rows_before"] for r in hist], [1e3 * r["seconds"] for r in hist], ".", ms=3)
+    axes[0].set_xlabel("edit rows already absorbed")
+    axes[0].set_ylabel("time of one update (ms)")
+    axes[0].set_ylim(bottom=0)
+    axes[0].set_title(f"history: batches of {config['u_history']} (d_k={config['d_k']}, d_v={config['d_v']})")
+    bs = [r for r in records if r["sweep"] == "batch_size"]
+    us = [r["u"] for r in bs]
+    axes[1].loglog(us, [1e3 * r["seconds"] for r in bs], "o-", label="per batch")
+    axes[1].loglog(us, [1e3 * r["seconds_per_edit"] for r in bs], "s--", label="per edit")
+    axes[1].set_xlabel("batch size u (rows)")
+    axes[1].set_ylabel("time (ms)")
+    slope = summary.get("batch_size_loglog_slope_u_ge_8")
+    axes[1].set_title("batch size" + (f": log-log slope {slope:.2f} (u >= 8)" if slope is not None else ""))
+    axes[1].legend()
+    fig.suptitle(f"{config['threads']} thread(s), {config['dtype']}", fontsize=8)
+    return {"cost": fig}
+
+
+def fig_realsize(config: dict, records: list[dict], summary: dict):
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.6))
+    e = [r["edits"] for r in records]
+    for key, label in (("step_ratio", "per-step"), ("soft_write_upper_ratio", "soft write (upper)"),
+                       ("soft_write_lower_ratio", "soft write (lower)")):
+        axes[0].plot(e, [r[key] for r in records], ".", ms=3, label=label)
+    cps = [r for r in records if "energy_ratio" in r]
+    for key in sorted({k for r in cps for k in r if k.endswith("_ratio")} - {"step_ratio", "soft_write_upper_ratio",
+                                                                              "soft_write_lower_ratio"}):
+        axes[0].plot([r["edits"] for r in cps], [r[key] for r in cps], "o", ms=5, label=key.replace("_ratio", ""))
+    axes[0].axhline(1.0, color="k", ls="--", lw=1)
+    axes[0].set_xlabel("edits")
+    axes[0].set_ylabel("measured / bound")
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=6)
+    axes[0].set_title(f"d_k={config['d_k']}, d_v={config['d_v']}, {config['dtype']}")
+    axes[1].loglog([r["edits"] for r in cps], [r["rec_vs_batch_rel"] for r in cps], "o-")
+    axes[1].set_xlabel("edits")
+    axes[1].set_ylabel("||W_rec - W_batch||_F / ||W_batch - W0||_F")
+    axes[1].set_title("recursion vs float64 closed form")
+    return {"realsize": fig}
+
+
+def fig_minilm(config: dict, records: list[dict], summary: dict):
+    if summary.get("skipped"):
+        return {}
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for r in records:
+        if r["part"] == "spectrum":
+            ev = [max(x, 1e-12) for x in r["eigenvalues"][: r["n_keys"]]]  # rank <= number of keys
+            axes[0].semilogy(range(1, len(ev) + 1), ev, label=f"{r['keys'].replace('_', ' ')} (n={r['n_keys']})")
+    axes[0].set_xlabel("index")
+    axes[0].set_ylabel("eigenvalue of E[k k^T] (clipped at 1e-12)")
+    axes[0].set_title(f"key spectrum, layer {config['layer']}")
+    axes[0].legend()
+    groups: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        if r["part"] == "bounds" and r["ratio"] > 0:
+            groups[r["bound"]].append(r["ratio"])
+    names = sorted(groups)
+    axes[1].boxplot([groups[n] for n in names], orientation="horizontal", whis=(0, 100))
+    axes[1].set_yticks(range(1, len(names) + 1), [n.replace("_", " ") for n in names], fontsize=6)
+    axes[1].axvline(1.0, color="k", ls="--", lw=1)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("measured / bound")
+    axes[1].set_title("bounds on real keys")
+    for ed in ("rlsedit", "memit"):
+        rs = [r for r in records if r["part"] == "retention" and r["editor"] == ed]
+        axes[2].plot([r["edits"] for r in rs], [r["cohort_residual"] for r in rs], color=EDITOR_COLOURS[ed],
+                     label=EDITOR_LABELS[ed])
+    axes[2].set_xlabel("edits written")
+    axes[2].set_ylabel("first cohort's relative residual")
+    axes[2].set_title("retention on real keys")
+    axes[2].legend()
+    return {"minilm": fig}
+
+
+FIGURES: dict[str, Callable] = {
+    "bounds": fig_bounds, "convergence": fig_convergence, "tradeoff": fig_tradeoff, "retention": fig_retention,
+    "cost": fig_cost, "realsize": fig_realsize, "minilm": fig_minilm,
+}
+
+
+def results_folders(root: Path) -> list[Path]:
+    """``root`` itself if it holds a config.json, else its immediate sub-folders that do."""
+    root = Path(root)
+    if (root / "config.json").exists():
+        return [root]
+    return sorted(p for p in root.iterdir() if (p / "config.json").exists()) if root.is_dir() else []
+
+
+def draw(results: Path, out: Path, formats: tuple[str, ...] = ("pdf", "png")) -> list[Path]:
+    """Draw every figure of every results folder under ``results`` into ``out``; return the files written."""
+    folders = results_folders(results)
+    if not folders:
+        raise NotAResultsFolder(f"{results} holds no results folder (a folder with config.json)")
+    written = []
+    with plt.rc_context(STYLE):
+        for folder in folders:
+            config, records, summary = load(folder)
+            name = config.get("experiment")
+            if name not in FIGURES:
+                raise NotAResultsFolder(f"{folder}/config.json names no known experiment ({name!r})")
+            if not records:
+                raise NotAResultsFolder(f"{folder} has no finished records in metrics.jsonl")
+            for stem, fig in FIGURES[name](config, records, summary).items():
+                written += _save(fig, Path(out), stem if len(folders) == 1 else f"{folder.name}_{stem}", formats)
+    return written
