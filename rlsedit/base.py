@@ -103,7 +103,11 @@ class Editor(ABC):
         record = UpdateRecord(self.n_batches, K.shape[0], before, after)
         self.n_batches += 1
         self.n_rows += K.shape[0]
+        self._after_update(K, V)
         return record
+
+    def _after_update(self, K: torch.Tensor, V: torch.Tensor) -> None:
+        """Bookkeeping after a successful ``_update`` (RLSEditor: its periodic re-factorisation)."""
 
     @abstractmethod
     def _update(self, K: torch.Tensor, V: torch.Tensor) -> tuple[float, float]:
@@ -176,6 +180,29 @@ class Editor(ABC):
             setattr(obj, "_" + b, t.to(W0.device).clone())
         obj._check_state()
         return obj
+
+    # -- files ---------------------------------------------------------------------------
+    def save(self, path: Any, *, extra: dict[str, Any] | None = None) -> None:
+        """Write the editor to a safetensors checkpoint, atomically (see :mod:`rlsedit.checkpoint`).
+
+        ``extra`` is JSON-serialisable metadata stored beside the state (e.g. a stream position).
+        """
+        from .checkpoint import save_editor
+
+        save_editor(self, path, extra=extra)
+
+    @classmethod
+    def load(cls, path: Any, *, shape: tuple[int, int] | None = None, dtype: Any = None,
+             W0: Any = None, device: Any = None) -> Editor:
+        """Read an editor of this class from :meth:`save`'s file, exactly.
+
+        ``shape`` (d_k, d_v), ``dtype`` and ``W0`` are what the caller expects (the layer being
+        resumed): a checkpoint that does not match is refused with a :class:`CheckpointError`
+        naming the mismatch, and so is a truncated or corrupted file.
+        """
+        from .checkpoint import load_editor
+
+        return load_editor(path, editor=cls.name, shape=shape, dtype=dtype, W0=W0, device=device)
 
     def _check_state(self) -> None:
         """Subclasses check their buffers' shapes after :meth:`from_state_dict`."""
