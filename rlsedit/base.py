@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ._validate import as_batch, as_tensor, resolve_dtype
+from ._validate import as_batch, as_tensor, check_finite_tensor, resolve_dtype
 from .errors import DTypeError, RLSEditError, ShapeError
 
 STATE_FORMAT_VERSION = 1
@@ -163,6 +163,8 @@ class Editor(ABC):
                 f"state['W'] is {tuple(W.shape)} {W.dtype} but state['W0'] is "
                 f"{tuple(W0.shape)} {W0.dtype}"
             )
+        if W0.shape[0] == 0 or W0.shape[1] == 0:
+            raise StateDictError(f"state['W0'] must have d_k >= 1 and d_v >= 1, got shape {tuple(W0.shape)}")
         obj._W0, obj._W = W0.clone(), W.clone()
         for counter in ("n_rows", "n_batches"):
             value = state[counter]
@@ -177,6 +179,7 @@ class Editor(ABC):
                 raise StateDictError(f"state[{b!r}] must be a tensor, got {type(t).__name__}")
             if t.dtype != W0.dtype:
                 raise DTypeError(f"state[{b!r}] has dtype {t.dtype} but W0 has {W0.dtype}")
+            check_finite_tensor(t, f"state[{b!r}]")
             setattr(obj, "_" + b, t.to(W0.device).clone())
         obj._check_state()
         return obj

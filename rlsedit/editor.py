@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from ._validate import as_weight
+from ._validate import as_batch, as_weight, check_finite_tensor
 from .anchor import resolve_anchor
 from .base import Editor, StateDictError, UpdateRecord
-from .errors import AnchorError, NotAppliedError, RefactorizationError
+from .errors import AnchorError, NotAppliedError, ParameterError, RefactorizationError
 from .health import Health, Information, diagnose
 from .recursion import initial_inverse, initial_solution, rls_retract, rls_update
 
@@ -23,7 +23,7 @@ def _as_period(value: Any, name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be None (off) or a positive int (batches), got {value!r}")
+        raise ParameterError(f"{name} must be None (off) or a positive int (batches), got {value!r}")
     return value
 
 
@@ -174,8 +174,9 @@ class RLSEditor(Editor):
         validated first; if either step fails, the state (C, W, counters, information matrix) is
         exactly as before the call. Returns the retraction's and the update's records.
         """
-        K_old, V_old = self._batch(K_old, V_old)
-        K_new, V_new = self._batch(K_new, V_new)
+        where = {"d_k": self.d_k, "d_v": self.d_v, "dtype": self.dtype, "device": self.device}
+        K_old, V_old = as_batch(K_old, V_old, **where, K_name="K_old", V_name="V_old")
+        K_new, V_new = as_batch(K_new, V_new, **where, K_name="K_new", V_name="V_new")
         saved = (self._C.clone(), self._W.clone(), self.n_rows, self.n_batches,
                  None if self._information is None else self._information.clone())
         try:
@@ -210,6 +211,7 @@ class RLSEditor(Editor):
                     raise StateDictError(
                         f"state[{key!r}] is {tuple(t.shape)} {t.dtype}, expected {shape} torch.float64"
                     )
+                check_finite_tensor(t, f"state[{key!r}]")
                 tensors.append(t.to(obj.device).clone())
             obj._information = Information(*tensors)
         return obj

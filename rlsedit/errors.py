@@ -60,3 +60,7 @@ class MissingCheckpointError(CheckpointError, FileNotFoundError):
 
 class RefactorizationError(RLSEditError, ArithmeticError):
     """Rebuilding C from the accumulated information matrix failed (it is not positive definite)."""
+
+
+class ParameterError(RLSEditError, ValueError):
+    """A hyperparameter or option is out of range or of the wrong kind (e.g. lam < 0, steps = 0)."""

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from .anchor import Anchor
-from .errors import RefactorizationError
+from .errors import ParameterError, RefactorizationError, ShapeError
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def extreme_eigenvalues(C: torch.Tensor, *, iters: int = 30, seed: int = 0) -> t
     worst. The start vector is seeded: two calls on the same C give the same numbers.
     """
     if iters < 1:
-        raise ValueError(f"iters must be >= 1, got {iters}")
+        raise ParameterError(f"iters must be >= 1, got {iters}")
     d = C.shape[0]
     g = torch.Generator(device="cpu").manual_seed(seed)
     start = torch.randn(d, generator=g, dtype=torch.float64).to(dtype=C.dtype, device=C.device)
@@ -120,7 +120,7 @@ def diagnose(C: torch.Tensor, *, exact: bool = False, iters: int = 30) -> Health
     d_k = 4096).
     """
     if C.ndim != 2 or C.shape[0] != C.shape[1]:
-        raise ValueError(f"C must be square, got shape {tuple(C.shape)}")
+        raise ShapeError(f"C must be square, got shape {tuple(C.shape)}")
     sym = symmetry_error(C)
     if exact:
         C64 = C.double()

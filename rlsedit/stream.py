@@ -23,7 +23,7 @@ import torch
 
 from .base import Editor, UpdateRecord
 from .checkpoint import load_checkpoint, save_editor, stale_temporaries
-from .errors import CheckpointError, MissingCheckpointError
+from .errors import CheckpointError, MissingCheckpointError, ParameterError
 
 
 class Stream(Protocol):
@@ -48,9 +48,9 @@ class SyntheticStream:
         for name in ("d_k", "d_v", "n_batches", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise ParameterError(f"{name} must be a positive int, got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+            raise ParameterError(f"seed must be a non-negative int, got {self.seed!r}")
 
     def batch(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= t < self.n_batches:
@@ -97,7 +97,7 @@ def run_stream(
     refused with :class:`CheckpointError`; temporary files of writes that were killed are removed.
     """
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"every must be a positive int, got {every!r}")
+        raise ParameterError(f"every must be a positive int, got {every!r}")
     checkpoint = Path(checkpoint)
     description = stream.describe()
     stale = stale_temporaries(checkpoint)
