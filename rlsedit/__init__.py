@@ -9,20 +9,27 @@ Row convention throughout (PAPER.md section 2): W is (d_k, d_v), keys K are (u, 
 from .anchor import Anchor
 from .base import Editor, StateDictError, UpdateRecord
 from .baselines import AlphaEditEditor, FTEditor, MEMITEditor, ROMEEditor, null_space_projector
+from .checkpoint import atomic_write, load_checkpoint, load_editor, save_editor
 from .closed_form import ObjectiveValue, batch_solve, objective
 from .editor import RLSEditor
 from .errors import (
     AnchorError,
+    CheckpointError,
     DTypeError,
     EmptyBatchError,
     FactorizationError,
+    MissingCheckpointError,
     NonFiniteError,
     NotAppliedError,
     NoUniqueSolutionError,
+    ParameterError,
+    RefactorizationError,
     RLSEditError,
     ShapeError,
 )
+from .health import Health, diagnose
 from .registry import EDITORS, editor_from_state_dict, make_editor
+from .stream import SyntheticStream, run_stream
 
 __version__ = "0.1.0"
 
@@ -31,26 +38,38 @@ __all__ = [
     "AlphaEditEditor",
     "Anchor",
     "AnchorError",
+    "CheckpointError",
     "DTypeError",
     "Editor",
     "EmptyBatchError",
     "FTEditor",
     "FactorizationError",
+    "Health",
     "MEMITEditor",
+    "MissingCheckpointError",
     "NoUniqueSolutionError",
     "NonFiniteError",
     "NotAppliedError",
     "ObjectiveValue",
+    "ParameterError",
     "RLSEditError",
     "RLSEditor",
     "ROMEEditor",
+    "RefactorizationError",
     "ShapeError",
     "StateDictError",
+    "SyntheticStream",
     "UpdateRecord",
     "__version__",
+    "atomic_write",
     "batch_solve",
+    "diagnose",
     "editor_from_state_dict",
+    "load_checkpoint",
+    "load_editor",
     "make_editor",
     "null_space_projector",
     "objective",
+    "run_stream",
+    "save_editor",
 ]

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import DTypeError, NonFiniteError, ShapeError
+from .errors import DTypeError, NonFiniteError, ParameterError, ShapeError
 
 _SOLVER_DTYPES = (torch.float32, torch.float64)
 
@@ -103,7 +103,7 @@ def as_weight(value: Any, name: str) -> float:
     if not math.isfinite(value):
         raise NonFiniteError(f"{name} must be finite, got {value}")
     if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
+        raise ParameterError(f"{name} must be >= 0, got {value}")
     return value
 
 

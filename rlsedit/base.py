@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ._validate import as_batch, as_tensor, resolve_dtype
+from ._validate import as_batch, as_tensor, check_finite_tensor, resolve_dtype
 from .errors import DTypeError, RLSEditError, ShapeError
 
 STATE_FORMAT_VERSION = 1
@@ -103,7 +103,11 @@ class Editor(ABC):
         record = UpdateRecord(self.n_batches, K.shape[0], before, after)
         self.n_batches += 1
         self.n_rows += K.shape[0]
+        self._after_update(K, V)
         return record
+
+    def _after_update(self, K: torch.Tensor, V: torch.Tensor) -> None:
+        """Bookkeeping after a successful ``_update`` (RLSEditor: its periodic re-factorisation)."""
 
     @abstractmethod
     def _update(self, K: torch.Tensor, V: torch.Tensor) -> tuple[float, float]:
@@ -159,6 +163,8 @@ class Editor(ABC):
                 f"state['W'] is {tuple(W.shape)} {W.dtype} but state['W0'] is "
                 f"{tuple(W0.shape)} {W0.dtype}"
             )
+        if W0.shape[0] == 0 or W0.shape[1] == 0:
+            raise StateDictError(f"state['W0'] must have d_k >= 1 and d_v >= 1, got shape {tuple(W0.shape)}")
         obj._W0, obj._W = W0.clone(), W.clone()
         for counter in ("n_rows", "n_batches"):
             value = state[counter]
@@ -173,9 +179,33 @@ class Editor(ABC):
                 raise StateDictError(f"state[{b!r}] must be a tensor, got {type(t).__name__}")
             if t.dtype != W0.dtype:
                 raise DTypeError(f"state[{b!r}] has dtype {t.dtype} but W0 has {W0.dtype}")
+            check_finite_tensor(t, f"state[{b!r}]")
             setattr(obj, "_" + b, t.to(W0.device).clone())
         obj._check_state()
         return obj
+
+    # -- files ---------------------------------------------------------------------------
+    def save(self, path: Any, *, extra: dict[str, Any] | None = None) -> None:
+        """Write the editor to a safetensors checkpoint, atomically (see :mod:`rlsedit.checkpoint`).
+
+        ``extra`` is JSON-serialisable metadata stored beside the state (e.g. a stream position).
+        """
+        from .checkpoint import save_editor
+
+        save_editor(self, path, extra=extra)
+
+    @classmethod
+    def load(cls, path: Any, *, shape: tuple[int, int] | None = None, dtype: Any = None,
+             W0: Any = None, device: Any = None) -> Editor:
+        """Read an editor of this class from :meth:`save`'s file, exactly.
+
+        ``shape`` (d_k, d_v), ``dtype`` and ``W0`` are what the caller expects (the layer being
+        resumed): a checkpoint that does not match is refused with a :class:`CheckpointError`
+        naming the mismatch, and so is a truncated or corrupted file.
+        """
+        from .checkpoint import load_editor
+
+        return load_editor(path, editor=cls.name, shape=shape, dtype=dtype, W0=W0, device=device)
 
     def _check_state(self) -> None:
         """Subclasses check their buffers' shapes after :meth:`from_state_dict`."""

@@ -25,7 +25,7 @@ import torch
 from ._validate import as_weight
 from .anchor import resolve_anchor
 from .base import Editor
-from .errors import AnchorError, NonFiniteError
+from .errors import AnchorError, NonFiniteError, ParameterError
 from .recursion import _guard_products, initial_inverse, rls_write
 
 
@@ -68,6 +68,8 @@ class MEMITEditor(Editor):
         return step.residual_before, step.residual_after
 
     def _check_state(self) -> None:
+        self.lam = as_weight(self.lam, "state['lam']")
+        self.mu = as_weight(self.mu, "state['mu']")
         self._check_square_buffer("C0")
 
 
@@ -118,6 +120,8 @@ class ROMEEditor(Editor):
         return before, after
 
     def _check_state(self) -> None:
+        self.lam = as_weight(self.lam, "state['lam']")
+        self.mu = as_weight(self.mu, "state['mu']")
         self._check_square_buffer("C0")
 
 
@@ -146,7 +150,7 @@ class AlphaEditEditor(Editor):
         self.l2 = as_weight(l2, "l2")
         self.threshold = as_weight(threshold, "threshold")
         if self.l2 == 0.0:
-            raise ValueError("l2 must be > 0: the per-batch system is singular without it")
+            raise ParameterError("l2 must be > 0: the per-batch system is singular without it")
         anchor = resolve_anchor(self._W0, anchor_keys=anchor_keys, anchor_gram=anchor_gram)
         if anchor is None:
             raise AnchorError("AlphaEdit needs an anchor (anchor_keys or anchor_gram) for its projector")
@@ -171,6 +175,10 @@ class AlphaEditEditor(Editor):
         return float(torch.linalg.vector_norm(E)), after
 
     def _check_state(self) -> None:
+        self.l2 = as_weight(self.l2, "state['l2']")
+        self.threshold = as_weight(self.threshold, "state['threshold']")
+        if self.l2 == 0.0:
+            raise ParameterError("state['l2'] must be > 0")
         self._check_square_buffer("P")
         self._check_square_buffer("past_gram")
 
@@ -201,11 +209,11 @@ class FTEditor(Editor):
                  dtype: Any = None) -> None:
         super().__init__(W0, dtype=dtype)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive int, got {steps!r}")
+            raise ParameterError(f"steps must be a positive int, got {steps!r}")
         self.steps = steps
         self.lr = as_weight(lr, "lr")
         if not 0.0 < self.lr < 2.0:
-            raise ValueError(f"lr must be in (0, 2) (it is relative to 1/||K||_2^2), got {self.lr}")
+            raise ParameterError(f"lr must be in (0, 2) (it is relative to 1/||K||_2^2), got {self.lr}")
         self.norm_bound = None if norm_bound is None else as_weight(norm_bound, "norm_bound")
 
     def _update(self, K: torch.Tensor, V: torch.Tensor) -> tuple[float, float]:
@@ -224,6 +232,11 @@ class FTEditor(Editor):
         return before, float(torch.linalg.vector_norm(V - K @ W))
 
     def _check_state(self) -> None:
-        if not isinstance(self.steps, int) or self.steps < 1:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             from .base import StateDictError
             raise StateDictError(f"state['steps'] must be a positive int, got {self.steps!r}")
+        self.lr = as_weight(self.lr, "state['lr']")
+        if not 0.0 < self.lr < 2.0:
+            raise ParameterError(f"state['lr'] must be in (0, 2), got {self.lr}")
+        if self.norm_bound is not None:
+            self.norm_bound = as_weight(self.norm_bound, "state['norm_bound']")

@@ -49,7 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     module = importlib.import_module(args._module)
-    return int(module.run(args) or 0)
+    from .errors import RLSEditError
+
+    try:
+        return int(module.run(args) or 0)
+    except RLSEditError as exc:  # a bad value reached the solver: say what, no traceback
+        print(f"rlsedit {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

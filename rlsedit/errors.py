@@ -45,3 +45,22 @@ class FactorizationError(RLSEditError, ArithmeticError):
 
 class NotAppliedError(RLSEditError, ValueError):
     """A batch given to ``retract`` cannot have been applied to this state."""
+
+
+class CheckpointError(RLSEditError, ValueError):
+    """A checkpoint file cannot be used: truncated, corrupted, or saved for another editor or layer.
+
+    The message says what does not match (editor, shape, dtype, model fingerprint, checksum).
+    """
+
+
+class MissingCheckpointError(CheckpointError, FileNotFoundError):
+    """No checkpoint file exists at the given path."""
+
+
+class RefactorizationError(RLSEditError, ArithmeticError):
+    """Rebuilding C from the accumulated information matrix failed (it is not positive definite)."""
+
+
+class ParameterError(RLSEditError, ValueError):
+    """A hyperparameter or option is out of range or of the wrong kind (e.g. lam < 0, steps = 0)."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Editor
+from .base import Editor, StateDictError
 from .baselines import AlphaEditEditor, FTEditor, MEMITEditor, ROMEEditor
 from .editor import RLSEditor
+from .errors import ParameterError
 
 EDITORS: dict[str, type[Editor]] = {
     cls.name: cls for cls in (RLSEditor, MEMITEditor, AlphaEditEditor, ROMEEditor, FTEditor)
@@ -21,7 +22,7 @@ def make_editor(name: str, W0: Any, **kwargs: Any) -> Editor:
     try:
         cls = EDITORS[name]
     except KeyError:
-        raise ValueError(f"unknown editor {name!r}; choose one of {sorted(EDITORS)}") from None
+        raise ParameterError(f"unknown editor {name!r}; choose one of {sorted(EDITORS)}") from None
     return cls(W0, **kwargs)
 
 
@@ -29,5 +30,5 @@ def editor_from_state_dict(state: dict[str, Any]) -> Editor:
     """Rebuild whichever editor wrote ``state`` (its ``"editor"`` entry names the class)."""
     name = state.get("editor") if isinstance(state, dict) else None
     if name not in EDITORS:
-        raise ValueError(f"state names no known editor ({name!r}); known: {sorted(EDITORS)}")
+        raise StateDictError(f"state names no known editor ({name!r}); known: {sorted(EDITORS)}")
     return EDITORS[name].from_state_dict(state)
