@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("llm_experiments.eval_cli", "score a local checkpoint on CounterFact/ZsRE and general capability"),
     "simulate": ("simulations.cli_simulate", "run a theory/simulation experiment into a results folder"),
     "figures": ("simulations.cli_figures", "draw the figures of results folders (PDF + PNG)"),
+    "bench": ("benchmarks.cli", "benchmark the solver against this machine's matmul and bandwidth limits"),
 }
 
 

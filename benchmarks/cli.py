@@ -1,0 +1,37 @@
+"""``rlsedit bench``: the benchmark suite (:mod:`benchmarks.suite`) from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import torch
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for results.json, report.md and figure.png (created if missing)")
+    p.add_argument("--quick", action="store_true",
+                   help="sizes up to 4096 x 1024 and 3 repeats, about a minute on two cores; without it "
+                        "the run adds 14336 x 4096 and 18944 x 3584 and takes 5 repeats (tens of minutes)")
+    p.add_argument("--long", action="store_true",
+                   help="also stream 10,000 edits (100 batches of 100) at 14336 x 4096, float32, "
+                        "and time C_0's factorisation once; minutes, needs about 4 GiB")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                   help="torch threads for every case; the default is torch's own choice on this machine")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random weight and batch")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .suite import FULL, QUICK, write_results
+    from .suite import run as run_suite
+
+    if args.threads < 1:
+        raise SystemExit("rlsedit bench: --threads must be >= 1")
+    torch.set_num_threads(args.threads)
+    cfg = dataclasses.replace(QUICK if args.quick else FULL, long=args.long, seed=args.seed)
+    results = run_suite(cfg, log=lambda msg: print(msg, flush=True))
+    for path in write_results(results, args.out):
+        print(f"wrote {path}")
+    return 0
