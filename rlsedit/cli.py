@@ -13,6 +13,8 @@ import sys
 # name -> (module, one-line help). Later work adds one line here per subcommand.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("rlsedit.demo", "stream synthetic edits into an editor and compare with batch_solve"),
+    "world": ("llm_experiments.world", "write a synthetic fact world (CounterFact and ZsRE formats, training corpus)"),
+    "train-tiny": ("llm_experiments.tiny_models", "train (or reuse) a tiny Llama/Qwen2 on a fact world"),
 }
 
 
