@@ -19,6 +19,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("simulations.cli_simulate", "run a theory/simulation experiment into a results folder"),
     "figures": ("simulations.cli_figures", "draw the figures of results folders (PDF + PNG)"),
     "bench": ("benchmarks.cli", "benchmark the solver against this machine's matmul and bandwidth limits"),
+    "world": ("llm_experiments.world", "write a synthetic fact world (CounterFact and ZsRE formats, training corpus)"),
+    "train-tiny": ("llm_experiments.tiny_models", "train (or reuse) a tiny Llama/Qwen2 on a fact world"),
 }
 
 
