@@ -91,13 +91,12 @@ def perplexity(model, tokenizer, texts: Sequence[str], *, max_length: int = 512,
     for start in range(0, len(windows), batch_size):
         chunk = windows[start : start + batch_size]
         ids, mask = _pad_batch(chunk, pad, device)  # (B, T)
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()  # (B, T, vocab)
-        log_probs = torch.log_softmax(logits[:, :-1], dim=-1)  # predicts tokens 1..T-1
-        target = ids[:, 1:].to(log_probs.device)
-        nll = -log_probs.gather(2, target[..., None])[..., 0]  # (B, T-1)
-        keep = mask[:, 1:].to(nll.device).bool()
-        total += float(nll[keep].sum())
-        count += int(keep.sum())
+        logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, vocab)
+        for row, window in enumerate(chunk):  # one row at a time: a float32 copy of (T, vocab) at most
+            step_logits = logits[row, : len(window) - 1].float()  # predicts tokens 1..len-1
+            target = torch.tensor(window[1:], device=step_logits.device)
+            total += float(torch.nn.functional.cross_entropy(step_logits, target, reduction="sum"))
+            count += len(window) - 1
     return {"perplexity": math.exp(total / count), "nll": total / count, "tokens": count}
 
 

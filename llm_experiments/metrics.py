@@ -156,19 +156,23 @@ def score_continuations(
         raise MetricError(f"batch_size must be >= 1, got {batch_size}")
     encoded = [encode_continuation(tokenizer, p, t) for p, t in pairs]
     device, pad = _input_device(model), _pad_id(tokenizer)
-    scores: list[ContinuationScore] = []
-    for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start : start + batch_size]
+    # sorted by length so that batches hold sequences of similar length (little padding); the
+    # scores go back to the order of ``pairs``
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    scores: list[ContinuationScore | None] = [None] * len(encoded)
+    for start in range(0, len(order), batch_size):
+        members = order[start : start + batch_size]
+        chunk = [encoded[i] for i in members]
         ids, mask = _pad_batch([e[0] for e in chunk], pad, device)
         logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, vocab)
-        for row, (seq, n_prompt) in enumerate(chunk):
+        for row, (i, (seq, n_prompt)) in enumerate(zip(members, chunk, strict=True)):
             targets = torch.tensor(seq[n_prompt:], device=logits.device)  # (m,)
             # the logits at position p - 1 predict token p
             step_logits = logits[row, n_prompt - 1 : len(seq) - 1].float()  # (m, vocab)
             log_probs = torch.log_softmax(step_logits, dim=-1)
             nll = -log_probs.gather(1, targets[:, None])[:, 0]
             correct = step_logits.argmax(dim=-1) == targets
-            scores.append(ContinuationScore(tuple(seq[n_prompt:]), tuple(nll.tolist()), tuple(correct.tolist())))
+            scores[i] = ContinuationScore(tuple(seq[n_prompt:]), tuple(nll.tolist()), tuple(correct.tolist()))
     return scores
 
 
