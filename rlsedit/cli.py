@@ -13,6 +13,7 @@ import sys
 # name -> (module, one-line help). Later work adds one line here per subcommand.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("rlsedit.demo", "stream synthetic edits into an editor and compare with batch_solve"),
+    "stream": ("rlsedit.stream_cli", "a synthetic edit stream, checkpointed every N batches and resumable"),
 }
 
 
