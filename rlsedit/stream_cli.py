@@ -45,12 +45,15 @@ def run(args: argparse.Namespace) -> int:
         return RLSEditor(W0, lam=args.lam, refactor_every=args.refactor_every)
 
     config = {"editor": "rlsedit", "lam": args.lam, "refactor_every": args.refactor_every, "dtype": args.dtype}
-    done = run_stream(new_editor, stream, args.checkpoint, every=args.every, config=config)
+    def monitor(position: int, editor) -> None:
+        h = editor.health()
+        print(f"checkpoint at batch {position}: C positive definite {h.positive_definite}, "
+              f"condition number ~{h.condition_number:.3g}", flush=True)
+
+    done = run_stream(new_editor, stream, args.checkpoint, every=args.every, config=config,
+                      on_checkpoint=monitor)
     ed = done.editor
     start = f"resumed at batch {done.resumed_from}" if done.resumed_from else "started fresh"
-    h = ed.health()
     print(f"rlsedit stream: {start}; {ed.n_batches} batches, {ed.n_rows} edit rows; "
           f"{done.checkpoints_written} checkpoint(s) written to {args.checkpoint}")
-    print(f"C: positive definite {h.positive_definite}, condition number ~{h.condition_number:.3g}, "
-          f"symmetry error {h.symmetry_error:.1e}")
     return 0

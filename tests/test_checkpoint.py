@@ -190,8 +190,11 @@ def test_run_stream_resumes_where_it_stopped_in_process(tmp_path):
     def new():
         return rlsedit.RLSEditor(torch.zeros(10, 2, dtype=torch.float64), lam=1.0)
 
-    full = run_stream(new, stream, tmp_path / "a.safetensors", every=3)
+    seen = []
+    full = run_stream(new, stream, tmp_path / "a.safetensors", every=3,
+                      on_checkpoint=lambda pos, ed: seen.append((pos, ed.n_batches, ed.health().positive_definite)))
     assert (full.resumed_from, full.checkpoints_written) == (0, 3)  # after 3, 6 and 7
+    assert seen == [(3, 3, True), (6, 6, True), (7, 7, True)]
     # a stopped run: only the first 4 batches, then resume on the full stream
     short = SyntheticStream(d_k=10, d_v=2, n_batches=7, batch_size=2, seed=3)
     ck = tmp_path / "b.safetensors"
@@ -204,6 +207,9 @@ def test_run_stream_resumes_where_it_stopped_in_process(tmp_path):
     resumed = run_stream(new, short, ck, every=3)
     assert resumed.resumed_from == 4
     assert torch.equal(resumed.editor.W, full.editor.W)
+    with pytest.raises(MissingCheckpointError, match="does not exist"):
+        run_stream(new, short, tmp_path / "no" / "c.safetensors", every=3)
+    assert isinstance(rlsedit.Editor.load(ck), rlsedit.RLSEditor)  # the base class loads any editor
     with pytest.raises(rlsedit.ParameterError, match="every must be a positive int"):
         run_stream(new, short, ck, every=0)
     with pytest.raises(CheckpointError, match=re.escape("written with editor config None, not {'lam': 2.0}")):
