@@ -142,11 +142,12 @@ class Editor(ABC):
         """Rebuild an editor from :meth:`state_dict`'s output, exactly (tensors are cloned)."""
         if not isinstance(state, dict):
             raise StateDictError(f"state must be a dict, got {type(state).__name__}")
-        if state.get("editor") != cls.name:
+        if not isinstance(state.get("editor"), str) or state["editor"] != cls.name:
             raise StateDictError(
                 f"state was saved by editor {state.get('editor')!r}, not {cls.name!r}"
             )
-        if state.get("format_version") != STATE_FORMAT_VERSION:
+        version = state.get("format_version")
+        if isinstance(version, bool) or not isinstance(version, int) or version != STATE_FORMAT_VERSION:
             raise StateDictError(
                 f"state format version {state.get('format_version')!r} is not "
                 f"{STATE_FORMAT_VERSION}, the one this version of rlsedit reads"
@@ -205,7 +206,8 @@ class Editor(ABC):
         """
         from .checkpoint import load_editor
 
-        return load_editor(path, editor=cls.name, shape=shape, dtype=dtype, W0=W0, device=device)
+        return load_editor(path, editor=getattr(cls, "name", None), shape=shape, dtype=dtype, W0=W0,
+                           device=device)
 
     def _check_state(self) -> None:
         """Subclasses check their buffers' shapes after :meth:`from_state_dict`."""

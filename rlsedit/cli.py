@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("benchmarks.cli", "benchmark the solver against this machine's matmul and bandwidth limits"),
     "world": ("llm_experiments.world", "write a synthetic fact world (CounterFact and ZsRE formats, training corpus)"),
     "train-tiny": ("llm_experiments.tiny_models", "train (or reuse) a tiny Llama/Qwen2 on a fact world"),
+    "stream": ("rlsedit.stream_cli", "a synthetic edit stream, checkpointed every N batches and resumable"),
 }
 
 

@@ -46,6 +46,7 @@ class RLSEditor(Editor):
             A_t = lam I + mu G + sum K_i^T K_i (and its right-hand side) in float64 beside the
             recursion, and rebuild C_t and W_t from it after every ``refactor_every``-th batch
             (:meth:`refactorize`; costs a float64 (d_k, d_k) matrix and O(d_k^3) per rebuild).
+            C_0 is then also formed from the float64 prior.
 
     Raises:
         NoUniqueSolutionError: lam I + mu G is singular (lam = 0 and a singular anchor Gram).
@@ -93,6 +94,8 @@ class RLSEditor(Editor):
         self._W = initial_solution(self._C, self._W0, self.mu, anchor)
         self._information = (Information.prior(self._W0, self.lam, self.mu, anchor)
                              if self.refactor_every is not None else None)
+        if self._information is not None:
+            self.refactorize()  # C_0 from the float64 A_0 too: forming it in float32 costs eps * cond(A_0)
 
     @property
     def C(self) -> torch.Tensor:

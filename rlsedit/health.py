@@ -171,15 +171,15 @@ class Information:
         Raises :class:`RefactorizationError` when A is not positive definite (e.g. after retracting
         more than was applied, or a prior that was singular to begin with).
         """
-        A = 0.5 * (self.A + self.A.T)
-        L, info = torch.linalg.cholesky_ex(A)
+        # Cholesky reads the lower triangle only (A is symmetric by construction), and
+        # cholesky_inverse returns an exactly symmetric matrix: no d_k x d_k temporaries beyond L, C.
+        L, info = torch.linalg.cholesky_ex(self.A)
         if int(info) != 0:
             raise RefactorizationError(
                 "the information matrix lam I + mu G + sum K^T K is not positive definite "
                 f"(Cholesky fails at leading minor {int(info)}); C cannot be rebuilt from it"
             )
         C = torch.cholesky_inverse(L)  # (d_k, d_k)
-        C = 0.5 * (C + C.T)
         W = W0.double() + torch.cholesky_solve(self.B, L)  # (d_k, d_v)
         return C.to(W0.dtype), W.to(W0.dtype)
 

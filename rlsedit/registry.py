@@ -29,6 +29,6 @@ def make_editor(name: str, W0: Any, **kwargs: Any) -> Editor:
 def editor_from_state_dict(state: dict[str, Any]) -> Editor:
     """Rebuild whichever editor wrote ``state`` (its ``"editor"`` entry names the class)."""
     name = state.get("editor") if isinstance(state, dict) else None
-    if name not in EDITORS:
+    if not isinstance(name, str) or name not in EDITORS:
         raise StateDictError(f"state names no known editor ({name!r}); known: {sorted(EDITORS)}")
     return EDITORS[name].from_state_dict(state)

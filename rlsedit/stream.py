@@ -82,6 +82,8 @@ def run_stream(
     every: int,
     on_batch: Callable[[int, UpdateRecord], None] | None = None,
     on_write_progress: Callable[[int, int], None] | None = None,
+    config: dict[str, Any] | None = None,
+    on_checkpoint: Callable[[int, Editor], None] | None = None,
 ) -> StreamRun:
     """Run ``stream`` into an editor, resuming from ``checkpoint`` if it exists.
 
@@ -92,13 +94,21 @@ def run_stream(
         every: write a checkpoint after every ``every`` batches (and after the last one).
         on_batch: called with (position, record) after each applied batch.
         on_write_progress: passed to :func:`rlsedit.checkpoint.atomic_write` (bytes written, total).
+        on_checkpoint: called with (position, editor) after each checkpoint is written, e.g. to
+            log ``editor.health()`` so that a long run can be monitored.
+        config: JSON describing how ``new_editor`` builds the editor (hyperparameters, dtype);
+            stored in each checkpoint, and a checkpoint written with another config is refused.
 
-    A checkpoint from another stream (its description differs) or beyond this stream's end is
-    refused with :class:`CheckpointError`; temporary files of writes that were killed are removed.
+    A checkpoint from another stream (its description differs), with another ``config``, or beyond
+    this stream's end is refused with :class:`CheckpointError`; temporary files of writes that were
+    killed are removed.
     """
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ParameterError(f"every must be a positive int, got {every!r}")
     checkpoint = Path(checkpoint)
+    directory = checkpoint.parent if str(checkpoint.parent) else Path(".")
+    if not directory.is_dir():  # refuse before any work, not at the first checkpoint
+        raise MissingCheckpointError(f"cannot checkpoint to {checkpoint}: directory {directory} does not exist")
     description = stream.describe()
     stale = stale_temporaries(checkpoint)
     for p in stale:
@@ -111,6 +121,10 @@ def run_stream(
         saved = ck.extra.get("stream")
         if saved != description:
             raise CheckpointError(f"{checkpoint} belongs to stream {saved}, not to {description}")
+        if ck.extra.get("config") != config:
+            raise CheckpointError(
+                f"{checkpoint} was written with editor config {ck.extra.get('config')}, not {config}"
+            )
         start = ck.extra.get("position")
         if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= stream.n_batches:
             raise CheckpointError(
@@ -125,7 +139,9 @@ def run_stream(
             on_batch(t, record)
         done = t + 1
         if done % every == 0 or done == stream.n_batches:
-            save_editor(editor, checkpoint, extra={"position": done, "stream": description},
+            save_editor(editor, checkpoint, extra={"position": done, "stream": description, "config": config},
                         on_progress=on_write_progress)
             written += 1
+            if on_checkpoint is not None:
+                on_checkpoint(done, editor)
     return StreamRun(editor, start, written, len(stale))

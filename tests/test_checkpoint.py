@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -189,8 +190,11 @@ def test_run_stream_resumes_where_it_stopped_in_process(tmp_path):
     def new():
         return rlsedit.RLSEditor(torch.zeros(10, 2, dtype=torch.float64), lam=1.0)
 
-    full = run_stream(new, stream, tmp_path / "a.safetensors", every=3)
+    seen = []
+    full = run_stream(new, stream, tmp_path / "a.safetensors", every=3,
+                      on_checkpoint=lambda pos, ed: seen.append((pos, ed.n_batches, ed.health().positive_definite)))
     assert (full.resumed_from, full.checkpoints_written) == (0, 3)  # after 3, 6 and 7
+    assert seen == [(3, 3, True), (6, 6, True), (7, 7, True)]
     # a stopped run: only the first 4 batches, then resume on the full stream
     short = SyntheticStream(d_k=10, d_v=2, n_batches=7, batch_size=2, seed=3)
     ck = tmp_path / "b.safetensors"
@@ -203,8 +207,13 @@ def test_run_stream_resumes_where_it_stopped_in_process(tmp_path):
     resumed = run_stream(new, short, ck, every=3)
     assert resumed.resumed_from == 4
     assert torch.equal(resumed.editor.W, full.editor.W)
-    with pytest.raises(ValueError, match="every must be a positive int"):
+    with pytest.raises(MissingCheckpointError, match="does not exist"):
+        run_stream(new, short, tmp_path / "no" / "c.safetensors", every=3)
+    assert isinstance(rlsedit.Editor.load(ck), rlsedit.RLSEditor)  # the base class loads any editor
+    with pytest.raises(rlsedit.ParameterError, match="every must be a positive int"):
         run_stream(new, short, ck, every=0)
+    with pytest.raises(CheckpointError, match=re.escape("written with editor config None, not {'lam': 2.0}")):
+        run_stream(new, short, ck, every=3, config={"lam": 2.0})
 
 
 def child(ckpt: Path, out: Path, *extra: str) -> subprocess.Popen:
@@ -261,3 +270,29 @@ def test_sigkill_mid_stream_and_mid_checkpoint_write_then_resume_is_bitwise_iden
     expected = reference_W(tmp_path / "reference.safetensors")
     assert W.dtype == expected.dtype == torch.float32
     assert torch.equal(W, expected)
+
+
+def test_stream_command_resumes_from_its_checkpoint(tmp_path, capsys):
+    from rlsedit.cli import main
+
+    threads = torch.get_num_threads()
+    ck = tmp_path / "s.safetensors"
+    args = ["stream", "--checkpoint", str(ck), "--every", "3", "--d-k", "12", "--d-v", "2",
+            "--batch-size", "2", "--refactor-every", "4"]
+    try:
+        assert main([*args, "--batches", "5"]) == 0
+        assert "started fresh; 5 batches" in capsys.readouterr().out
+        short = load_checkpoint(ck)
+        stream = SyntheticStream(12, 2, 8, 2, 0)
+        short.editor.save(ck, extra=dict(short.extra, position=5, stream=stream.describe()))  # killed at 5 of 8
+        assert main([*args, "--batches", "8"]) == 0
+        assert "resumed at batch 5; 8 batches" in capsys.readouterr().out
+        resumed = rlsedit.RLSEditor.load(ck)
+        assert main([*args, "--batches", "8", "--checkpoint", str(tmp_path / "u.safetensors")]) == 0
+        assert torch.equal(resumed.W, rlsedit.RLSEditor.load(tmp_path / "u.safetensors").W)
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(SystemExit, match="--every must be >= 1"):
+        main([*args, "--every", "0"])
+    assert main([*args, "--batches", "8", "--lam", "2"]) == 2  # another config: refused, one line
+    assert "written with editor config" in capsys.readouterr().err

@@ -256,3 +256,17 @@ def test_fuzzed_demo_command_lines_end_cleanly(data):
         assert "nan" not in out.getvalue().lower().split("batches,")[-1]
     else:
         assert code == 2 and err.getvalue().startswith("rlsedit demo: error: "), err.getvalue()
+
+
+@FILES
+@given(blob=st.binary(max_size=64))
+def test_the_stream_command_refuses_a_corrupt_checkpoint_in_one_line(tmp_path, blob, capsys):
+    path = tmp_path / "s.safetensors"
+    path.write_bytes(blob)
+    threads = torch.get_num_threads()
+    try:
+        code = cli_main(["stream", "--checkpoint", str(path), "--d-k", "4", "--d-v", "1", "--batches", "2"])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 2
+    assert capsys.readouterr().err.startswith("rlsedit stream: error: CheckpointError: ")

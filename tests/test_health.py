@@ -240,3 +240,25 @@ def test_replace_rolls_back_when_the_update_fails_after_the_retraction(monkeypat
     with pytest.raises(rlsedit.FactorizationError, match="simulated"):
         ed.replace(K, V, K, 2 * V)
     assert_unchanged(ed, before)
+
+
+def test_rebuilt_C_is_exactly_symmetric():
+    rng = np.random.default_rng(5)
+    ed = rlsedit.RLSEditor(rng.standard_normal((30, 2)).astype(np.float32), lam=0.3, refactor_every=4)
+    for _ in range(4):
+        ed.update(rng.standard_normal((3, 30)), rng.standard_normal((3, 2)))
+    assert torch.equal(ed.C, ed.C.T) and ed.health().symmetry_error == 0.0
+
+
+def test_with_refactor_every_C0_is_formed_in_float64():
+    """C_0 = (lam I + mu G)^{-1} rounded once to float32, not inverted in float32 (eps * cond error)."""
+    rng = np.random.default_rng(6)
+    U, _ = np.linalg.qr(rng.standard_normal((40, 40)))
+    G = ((U * np.logspace(0, -5, 40)) @ U.T).astype(np.float32).astype(np.float64)
+    G = 0.5 * (G + G.T)
+    W0 = rng.standard_normal((40, 2)).astype(np.float32)
+    C_ref = torch.as_tensor(np.linalg.inv(G))
+    tracked = rlsedit.RLSEditor(W0, mu=1.0, anchor_gram=G.astype(np.float32), refactor_every=5)
+    plain = rlsedit.RLSEditor(W0, mu=1.0, anchor_gram=G.astype(np.float32))
+    assert rel_err(tracked.C, C_ref, C_ref) <= EPS32
+    assert rel_err(plain.C, C_ref, C_ref) > 10 * EPS32  # what the float32 inversion costs here
