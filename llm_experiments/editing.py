@@ -204,6 +204,9 @@ class EditingSession:
                  second_moments: Mapping[int, SecondMoment | torch.Tensor] | None = None,
                  _states: Mapping[int, dict] | None = None) -> None:
         self.model, self.tokenizer, self.config = model, tokenizer, config
+        if model.training:
+            raise SessionError("the model is in training mode (dropout would make keys and values random); "
+                               "call model.eval() first")
         self.site = site_for(model)
         for layer in config.layers:
             self.site.module(model, layer)  # asserts layer range and layout

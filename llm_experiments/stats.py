@@ -248,6 +248,8 @@ def compute_second_moments(model: nn.Module, tokenizer, layers: Sequence[int], c
     from tqdm.auto import tqdm
 
     site = site or site_for(model)
+    if model.training:
+        raise ValueError("the model is in training mode (dropout would change the statistics); call model.eval()")
     layers = sorted(set(layers))
     if not layers:
         raise ValueError("layers must not be empty")

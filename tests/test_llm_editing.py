@@ -200,10 +200,14 @@ def test_missing_statistics_are_refused_and_ft_needs_none():
     assert session.edit_batch(tiny_requests(1)).position == 1
 
 
-def test_bad_layers_are_refused():
+def test_bad_layers_and_training_mode_are_refused():
     model, tok = sharp_tiny_model("llama"), tiny_tokenizer()
     with pytest.raises(ValueError, match="layer 5"):
         EditingSession(model, tok, _config("ft", layers=(1, 5)))
+    with pytest.raises(SessionError, match="eval"):
+        EditingSession(model.train(), tok, _config("ft"))
+    with pytest.raises(ValueError, match="eval"):
+        _moments(model)
 
 
 def test_a_bfloat16_model_is_edited_with_float64_editors_and_cast_only_on_write():
