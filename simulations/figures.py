@@ -72,7 +72,7 @@ def fig_bounds(config: dict, records: list[dict], summary: dict):
     ax.set_xlabel("measured / bound (dimensionless, log scale)")
     ax.set_title(f"Bounds vs measured: {summary.get('n_checks', len(records))} checks, "
                  f"max ratio {summary.get('max_ratio', float('nan')):.12g}")
-    ax.legend(loc="lower left")
+    ax.legend(loc="upper left")
     return {"bounds_ratios": fig}
 
 

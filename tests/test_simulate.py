@@ -144,3 +144,14 @@ def test_minilm_quick_on_the_real_layer(tmp_path):
     assert main(["simulate", "minilm", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["skipped"] is False and s["n_checks"] > 0 and s["max_ratio"] <= 1 + 1e-9
+
+
+def test_docs_python_examples_run():
+    """Every ```python block of docs/theory.md runs as written."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "theory.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "docs/theory.md", "exec"), {})
