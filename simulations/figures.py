@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 from .sweep import read_metrics
 
 STYLE = {
-    "figure.figsize": (6.4, 4.0), "figure.dpi": 100, "savefig.dpi": 200, "font.size": 9,
+    "figure.figsize": (6.4, 4.0), "figure.dpi": 100, "savefig.dpi": 150, "font.size": 9,
     "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8, "axes.grid": True,
     "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False, "savefig.bbox": "tight",
     "figure.constrained_layout.use": True,
