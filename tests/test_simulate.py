@@ -13,7 +13,7 @@ import pytest
 from rlsedit.cli import main
 from simulations.experiments import EXPERIMENTS
 
-QUICK = ["bounds", "convergence", "tradeoff", "retention", "cost", "realsize"]
+QUICK = ["bounds", "convergence", "tradeoff", "retention", "cost", "realsize", "grid"]
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,13 @@ def test_quick_realsize_recursion_matches_the_float64_closed_form(quick_results)
     s = _summary(quick_results, "realsize")
     assert s["max_ratio"] <= 1.0
     assert max(s["rec_vs_batch_rel"].values()) < 1e-3  # float32 recursion
+
+
+def test_quick_grid_runs_every_editor_on_every_generator(quick_results):
+    s = _summary(quick_results, "grid")
+    assert s["n_failed_cells"] == 0 and s["n_cells"] == 10
+    assert set(s["mean_final_by_editor"]) == {"rlsedit", "memit", "alphaedit", "rome", "ft"}
+    assert s["mean_final_by_editor"]["alphaedit"]["all_residual"] < 1.0  # its projector keeps some room
 
 
 def test_a_finished_run_is_not_rerun_and_a_changed_config_is_refused(quick_results):
