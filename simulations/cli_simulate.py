@@ -38,13 +38,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    if args.threads < 1:
+        raise SystemExit("rlsedit simulate: --threads must be >= 1")
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(args: argparse.Namespace) -> int:
     from .config import build_config, config_dict
     from .run import experiment_module, run_experiment
     from .sweep import SweepConfigError
 
-    if args.threads < 1:
-        raise SystemExit("rlsedit simulate: --threads must be >= 1")
-    torch.set_num_threads(args.threads)
     mod = experiment_module(args.experiment)
     try:
         config = build_config(mod.Config, quick=args.quick, file=args.config, sets=args.sets)

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 from .sweep import read_metrics
 
 STYLE = {
-    "figure.figsize": (6.4, 4.0), "figure.dpi": 100, "savefig.dpi": 200, "font.size": 9,
+    "figure.figsize": (6.4, 4.0), "figure.dpi": 100, "savefig.dpi": 150, "font.size": 9,
     "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8, "axes.grid": True,
     "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False, "savefig.bbox": "tight",
     "figure.constrained_layout.use": True,
@@ -72,7 +72,7 @@ def fig_bounds(config: dict, records: list[dict], summary: dict):
     ax.set_xlabel("measured / bound (dimensionless, log scale)")
     ax.set_title(f"Bounds vs measured: {summary.get('n_checks', len(records))} checks, "
                  f"max ratio {summary.get('max_ratio', float('nan')):.12g}")
-    ax.legend(loc="lower left")
+    ax.legend(loc="upper left")
     return {"bounds_ratios": fig}
 
 
@@ -229,9 +229,33 @@ def fig_minilm(config: dict, records: list[dict], summary: dict):
     return {"minilm": fig}
 
 
+def fig_grid(config: dict, records: list[dict], summary: dict):
+    finals: dict[str, dict] = {}
+    for r in records:
+        if "t" in r and (r["cell"] not in finals or r["t"] > finals[r["cell"]]["t"]):
+            finals[r["cell"]] = r
+    fig, ax = plt.subplots()
+    markers = dict(zip(config["generators"], "osD^v<>p", strict=False))
+    for cid, r in finals.items():
+        params = dict(kv.split("=", 1) for kv in cid.split(","))
+        ed = params["editor"]
+        ax.scatter(max(r["heldout_drift"], 1e-12), r["all_residual"], color=EDITOR_COLOURS.get(ed),
+                   marker=markers.get(params["generator"], "o"), s=18, alpha=0.8)
+    for ed in config["editors"]:
+        ax.scatter([], [], color=EDITOR_COLOURS.get(ed), label=EDITOR_LABELS.get(ed, ed))
+    for g, m in markers.items():
+        ax.scatter([], [], color="grey", marker=m, label=g)
+    ax.set_xscale("log")
+    ax.set_xlabel("held-out drift at the last checkpoint (relative, clipped at 1e-12)")
+    ax.set_ylabel("all edits' residual / at W0")
+    ax.set_title(f"grid: {len(finals)} cells (editor = colour, generator = marker)")
+    ax.legend(fontsize=7, ncol=2)
+    return {"grid": fig}
+
+
 FIGURES: dict[str, Callable] = {
     "bounds": fig_bounds, "convergence": fig_convergence, "tradeoff": fig_tradeoff, "retention": fig_retention,
-    "cost": fig_cost, "realsize": fig_realsize, "minilm": fig_minilm,
+    "cost": fig_cost, "realsize": fig_realsize, "minilm": fig_minilm, "grid": fig_grid,
 }
 
 

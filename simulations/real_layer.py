@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import importlib.util
 import inspect
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -50,9 +51,12 @@ def docstring_corpus(modules: Sequence[str], min_chars: int = 80) -> list[str]:
     seen: dict[str, None] = {}
     for name in modules:
         mod = importlib.import_module(name)
-        objs = [mod] + [getattr(mod, a) for a in sorted(dir(mod)) if not a.startswith("_")]
-        for obj in objs:
-            doc = inspect.getdoc(obj) if (inspect.ismodule(obj) or inspect.isclass(obj) or callable(obj)) else None
+        with warnings.catch_warnings():  # some public names are deprecated aliases (typing.io)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            objs = [mod] + [getattr(mod, a) for a in sorted(dir(mod)) if not a.startswith("_")]
+            docs = [inspect.getdoc(o) if (inspect.ismodule(o) or inspect.isclass(o) or callable(o)) else None
+                    for o in objs]
+        for doc in docs:
             if not doc:
                 continue
             for para in doc.split("\n\n"):

@@ -34,9 +34,9 @@ def test_there_is_one_notebook_per_experiment():
     assert {p.stem for p in NOTEBOOKS} == {"bounds", "convergence", "tradeoff", "retention", "cost"}
 
 
-def test_the_tradeoff_notebook_runs():
+def test_the_retention_notebook_runs():
     """One notebook in the default suite (the fastest); all of them under -m slow."""
-    _execute(ROOT / "notebooks" / "tradeoff.ipynb")
+    _execute(ROOT / "notebooks" / "retention.ipynb")
 
 
 @pytest.mark.slow

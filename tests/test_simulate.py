@@ -13,7 +13,7 @@ import pytest
 from rlsedit.cli import main
 from simulations.experiments import EXPERIMENTS
 
-QUICK = ["bounds", "convergence", "tradeoff", "retention", "cost", "realsize"]
+QUICK = ["bounds", "convergence", "tradeoff", "retention", "cost", "realsize", "grid"]
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,13 @@ def test_quick_realsize_recursion_matches_the_float64_closed_form(quick_results)
     assert max(s["rec_vs_batch_rel"].values()) < 1e-3  # float32 recursion
 
 
+def test_quick_grid_runs_every_editor_on_every_generator(quick_results):
+    s = _summary(quick_results, "grid")
+    assert s["n_failed_cells"] == 0 and s["n_cells"] == 10
+    assert set(s["mean_final_by_editor"]) == {"rlsedit", "memit", "alphaedit", "rome", "ft"}
+    assert s["mean_final_by_editor"]["alphaedit"]["all_residual"] < 1.0  # its projector keeps some room
+
+
 def test_a_finished_run_is_not_rerun_and_a_changed_config_is_refused(quick_results):
     folder = quick_results / "tradeoff"
     before = (folder / "metrics.jsonl").read_text()
@@ -84,9 +91,13 @@ def test_a_finished_run_is_not_rerun_and_a_changed_config_is_refused(quick_resul
 
 
 def test_figures_are_drawn_from_the_results(quick_results, tmp_path):
-    assert main(["figures", "--results", str(quick_results), "--out", str(tmp_path)]) == 0
+    assert main(["figures", "--results", str(quick_results), "--out", str(tmp_path), "--formats", "png"]) == 0
     for name in QUICK:
-        assert list(tmp_path.glob(f"{name}_*.pdf")) and list(tmp_path.glob(f"{name}_*.png")), name
+        assert list(tmp_path.glob(f"{name}_*.png")), name
+    # one results folder, both formats (the PDF is vector); the file names carry no folder prefix
+    assert main(["figures", "--results", str(quick_results / "cost"), "--out", str(tmp_path / "one")]) == 0
+    assert {p.name for p in (tmp_path / "one").iterdir()} == {"cost.pdf", "cost.png"}
+    assert (tmp_path / "one" / "cost.pdf").read_bytes().startswith(b"%PDF")
 
 
 def test_figures_refuse_a_folder_without_results(tmp_path):
@@ -108,15 +119,21 @@ def test_show_config_prints_every_field(capsys, tmp_path):
     assert not (tmp_path / "metrics.jsonl").exists()
 
 
+def _help(command: str) -> str:
+    from rlsedit.cli import build_parser
+
+    parser = build_parser(command)
+    sub = next(a for a in parser._actions if a.dest == "command")  # argparse keeps subparsers here
+    return sub.choices[command].format_help()
+
+
 def test_help_explains_every_option():
-    out = subprocess.run([sys.executable, "-m", "rlsedit.cli", "simulate", "--help"], capture_output=True,
-                         text=True, check=True).stdout
+    out = _help("simulate")
     for opt in ("--out", "--quick", "--config", "--set", "--fresh", "--threads", "--no-progress", "--show-config"):
         assert opt in out
     for name in EXPERIMENTS:
         assert name in out
-    out = subprocess.run([sys.executable, "-m", "rlsedit.cli", "figures", "--help"], capture_output=True,
-                         text=True, check=True).stdout
+    out = _help("figures")
     for opt in ("--results", "--out", "--formats"):
         assert opt in out
 
@@ -144,3 +161,14 @@ def test_minilm_quick_on_the_real_layer(tmp_path):
     assert main(["simulate", "minilm", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["skipped"] is False and s["n_checks"] > 0 and s["max_ratio"] <= 1 + 1e-9
+
+
+def test_docs_python_examples_run():
+    """Every ```python block of docs/theory.md runs as written."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "theory.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "docs/theory.md", "exec"), {})

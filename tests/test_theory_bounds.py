@@ -9,7 +9,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import rlsedit
@@ -25,6 +25,10 @@ from theory.tight import (
 from .strategies import MAX_REL_TOL, problems, tolerance
 
 F64 = torch.float64
+# Each example streams a whole problem through every check (tens of ms): these tests draw half the
+# profile's examples, so that the default suite stays fast and HYPOTHESIS_PROFILE=thorough still
+# scales them up.
+HALF = settings(max_examples=max(10, settings.default.max_examples // 2))
 
 
 def _stream_kwargs(p):
@@ -42,6 +46,7 @@ def _assert_all_hold(checks, tol):
     return seen
 
 
+@HALF
 @given(problems(custom_values=False))
 def test_every_bound_holds_on_random_streams(p):
     kappa = p.kappa()
@@ -88,6 +93,7 @@ def adversarial_streams(draw):
     return torch.from_numpy(W0), keys, values, lam, mu, torch.from_numpy(K0.T @ K0)
 
 
+@HALF
 @given(adversarial_streams())
 def test_every_bound_holds_on_adversarial_streams(stream):
     W0, keys, values, lam, mu, G = stream
@@ -144,6 +150,7 @@ def test_soft_write_residual_is_S_inverse_times_residual_before(p):
     assert lo * (1 - tol) - 1e-12 <= after <= hi * (1 + tol) + 1e-12
 
 
+@HALF
 @given(problems(custom_values=False, max_u=3))
 def test_loewner_gap_has_rank_at_most_u(p):
     assume(tolerance(F64, p.kappa()) <= 1e-6)

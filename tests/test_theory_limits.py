@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import rlsedit
@@ -127,6 +127,7 @@ def test_fit_loglog_slope_recovers_an_exponent():
 
 # -- trade-off -------------------------------------------------------------------------------------
 
+@settings(max_examples=max(10, settings.default.max_examples // 2))  # three solves per example
 @given(problems(custom_values=False, anchor=True, allow_lam_zero=False), st.floats(0.1, 10.0), st.floats(0.1, 10.0))
 def test_tradeoff_is_monotone_in_lam_and_in_mu(p, lam_factor, mu_factor):
     assume(tolerance(F64, p.kappa()) <= 1e-8)
