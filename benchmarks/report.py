@@ -101,4 +101,25 @@ def markdown(r: dict) -> str:
             f"first batches {L['history_ratio']:.3f}; five layers (sequentially) {L['five_layers_seconds']:.0f} s. "
             f"Load at the end: {_load(L['load'])}."
         )
+    P = r["precision"]
+    lines += [
+        "",
+        "## 7. float32: speed gained, accuracy lost",
+        "",
+        "Speed-up of float32 over float64 (seconds per batch, section 2):",
+        "",
+        "| d_k x d_v | u | float64 time / float32 time |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {c['d_k']} x {c['d_v']} | {c['u']} | {c['float64_over_float32']:.2f} |" for c in P["speedup"]]
+    lines += [
+        "",
+        "Relative error of the float32 editor against the float64 one after the same stream "
+        "(`python -m benchmarks.precision`; S, its Cholesky factor and the solves with it run in float64):",
+        "",
+        "| lam | anchor spectrum (decades) | d_k x d_v | u x batches | W rel. error | C rel. error |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {e['lam']:g} | {e['anchor_decades']:g} | {e['d_k']} x {e['d_v']} | {e['u']} x {e['batches']} | "
+              f"{e['W_rel_error']:.1e} | {e['C_rel_error']:.1e} |" for e in P["errors"]]
     return "\n".join(lines) + "\n"

@@ -28,7 +28,7 @@ import torch
 
 from rlsedit.recursion import initial_inverse
 
-from . import machine
+from . import machine, precision
 from .cases import (
     ResolveEachBatch,
     alphaedit_editor,
@@ -68,6 +68,9 @@ class BenchConfig:
     long_batches: int = 100
     long_u: int = 100
     long_dtype: str = "float32"
+    precision_size: tuple[int, int] = (512, 128)  # the float32-vs-float64 accuracy stream
+    precision_u: int = 10
+    precision_batches: int = 200
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -81,7 +84,8 @@ class BenchConfig:
         if unknown:
             raise ValueError(f"unknown dtypes {sorted(unknown)}; choose from {sorted(DTYPES)}")
         for name in ("repeats", "resolve_repeats", "history_batches", "history_window", "memory_batches",
-                     "long_batches", "long_u", "history_u", "peak_n", "memory_u"):
+                     "long_batches", "long_u", "history_u", "peak_n", "memory_u", "precision_u",
+                     "precision_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.history_batches < 2 * self.history_window + self.history_window // 2:
@@ -320,6 +324,21 @@ def long_stream(cfg: BenchConfig, log: Callable[[str], None]) -> dict:
     }
 
 
+# -- 7. float32: speed gained, accuracy lost ------------------------------------------------------
+
+def float32_cost(cfg: BenchConfig, update: list[dict], log: Callable[[str], None]) -> dict:
+    """Speed-up of float32 over float64 per update case, next to float32's error on a stream."""
+    seconds = {(c["d_k"], c["d_v"], c["u"], c["dtype"]): c["seconds_median"] for c in update}
+    speedup = [{"d_k": d_k, "d_v": d_v, "u": u, "float64_over_float32": seconds[d_k, d_v, u, "float64"] / t}
+               for (d_k, d_v, u, name), t in seconds.items()
+               if name == "float32" and (d_k, d_v, u, "float64") in seconds]
+    d_k, d_v = cfg.precision_size
+    errors = precision.run(d_k, d_v, cfg.precision_u, cfg.precision_batches, cfg.seed)
+    for e in errors:
+        log(f"float32 error at lam={e['lam']}: W {e['W_rel_error']:.1e}, C {e['C_rel_error']:.1e}")
+    return {"speedup": speedup, "errors": errors}
+
+
 # -- the run -----------------------------------------------------------------------------------
 
 @dataclass
@@ -333,6 +352,7 @@ class Results:
     resolve: list[dict] = field(default_factory=list)
     memory: list[dict] = field(default_factory=list)
     long: dict | None = None
+    precision: dict = field(default_factory=dict)
     load_end: list[float] | None = None
     wall_seconds: float = 0.0
 
@@ -351,6 +371,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     res.memory = memory_cases(cfg, log)
     if cfg.long:
         res.long = long_stream(cfg, log)
+    res.precision = float32_cost(cfg, res.update, log)
     for name in cfg.dtypes:
         res.ceiling[name]["end"] = square_peak(cfg.peak_n, DTYPES[name], cfg.repeats)
         peaks = [res.ceiling[name][k]["gflops"] for k in ("start", "end")]
