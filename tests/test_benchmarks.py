@@ -63,6 +63,7 @@ def test_a_tiny_run_writes_valid_results(tmp_path):
         assert case["seconds_median"] > 0 and case["gflops"] > 0 and case["fraction_of_gemm"] > 0
         assert case["flops_total"] == sum(update_flops(48, 8, case["u"]).values())
     assert loaded["history"]["batches"] == 260 and loaded["history"]["ratio"] > 0
+    assert len(loaded["history"]["pair_ratios"]) == 40
     assert {c["u"] for c in loaded["resolve"]} == {1, 3}
     assert loaded["memory"][0]["floor_bytes"] == (24 * 24 + 24 * 4) * 8
     assert len(loaded["memory"][0]["rss_after_batch_bytes"]) == 2
