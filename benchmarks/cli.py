@@ -30,8 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True,
                    help="folder for results.json, report.md and figure.png (created if missing)")
     p.add_argument("--quick", action="store_true",
-                   help="sizes up to 4096 x 1024 and 3 repeats, about a minute on two cores; without it "
-                        "the run adds 14336 x 4096 and 18944 x 3584 and takes 5 repeats (tens of minutes)")
+                   help="sizes up to 4096 x 1024 and 3 repeats, sized for about a minute on a quiet two-core "
+                        "CPU; without it the run adds 14336 x 4096 and 18944 x 3584 and takes 5 repeats "
+                        "(tens of minutes)")
     p.add_argument("--long", action="store_true",
                    help="also stream 10,000 edits (100 batches of 100) at 14336 x 4096, float32, "
                         "and time C_0's factorisation once; minutes, needs about 4 GiB")
