@@ -52,11 +52,13 @@ def markdown(r: dict) -> str:
         "",
         "## 3. Flat in history",
         "",
-        f"{h['batches']:,} batches of u = {h['u']} at {h['d_k']} x {h['d_v']} ({h['dtype']}); median time of "
-        f"batches {h['late_batches'][0]}-{h['late_batches'][1] - 1} over batches "
-        f"{h['early_batches'][0]}-{h['early_batches'][1] - 1}: **{h['ratio']:.3f}** "
-        f"(normalised by a reference product timed after each batch: {h['ratio_normalised']:.3f}). "
-        f"The step's work, {h['flops_per_batch']:,} flops over {_mib(h['state_bytes'])} MiB of state, "
+        f"{h['batches']:,} batches of u = {h['u']} at {h['d_k']} x {h['d_v']} ({h['dtype']}). Side by side (a copy "
+        f"of the editor at batch 100 and the editor at batch {h['batches']:,} take the same {h['window']} batches "
+        f"in turn), median time ratio late / early: **{h['ratio']:.3f}**. Along the stream, batches "
+        f"{h['late_batches'][0]}-{h['late_batches'][1] - 1} over batches {h['early_batches'][0]}-"
+        f"{h['early_batches'][1] - 1}: medians {h['stream_ratio_median']:.3f}, minima {h['stream_ratio_min']:.3f} "
+        "(these move with the machine's load). The step's work, "
+        f"{h['flops_per_batch']:,} flops over {_mib(h['state_bytes'])} MiB of state, "
         "does not depend on the batch index.",
     ]
     if r["resolve"]:
@@ -80,15 +82,15 @@ def markdown(r: dict) -> str:
             "## 5. Memory (one process per case; peak RSS above the process's RSS before the editor)",
             "",
             "| d_k x d_v | dtype | u | floor C + W (MiB) | peak (MiB) | peak / floor | peak / (C + W + W0) "
-            "| growth over the stream (MiB) |",
-            "|---|---|---|---|---|---|---|---|",
+            "| last - first batch (MiB) | max - min (MiB) |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for c in r["memory"]:
             used = c["peak_rss_bytes"] - c["baseline_rss_bytes"]
             lines.append(
                 f"| {c['d_k']} x {c['d_v']} | {c['dtype']} | {c['u']} | {_mib(c['floor_bytes'])} | {_mib(used)} | "
                 f"{c['peak_over_floor']:.3f} | {c['peak_over_editor_state']:.3f} | "
-                f"{c['growth_bytes'] / 2**20:.1f} |"
+                f"{c['growth_bytes'] / 2**20:.1f} | {c['rss_range_bytes'] / 2**20:.1f} |"
             )
     L = r["long"]
     lines += ["", "## 6. Long stream at the Llama-3-8B size (`--long`)", ""]
@@ -101,4 +103,25 @@ def markdown(r: dict) -> str:
             f"first batches {L['history_ratio']:.3f}; five layers (sequentially) {L['five_layers_seconds']:.0f} s. "
             f"Load at the end: {_load(L['load'])}."
         )
+    P = r["precision"]
+    lines += [
+        "",
+        "## 7. float32: speed gained, accuracy lost",
+        "",
+        "Speed-up of float32 over float64 (seconds per batch, section 2):",
+        "",
+        "| d_k x d_v | u | float64 time / float32 time |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {c['d_k']} x {c['d_v']} | {c['u']} | {c['float64_over_float32']:.2f} |" for c in P["speedup"]]
+    lines += [
+        "",
+        "Relative error of the float32 editor against the float64 one after the same stream "
+        "(`python -m benchmarks.precision`; S, its Cholesky factor and the solves with it run in float64):",
+        "",
+        "| lam | anchor spectrum (decades) | d_k x d_v | u x batches | W rel. error | C rel. error |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {e['lam']:g} | {e['anchor_decades']:g} | {e['d_k']} x {e['d_v']} | {e['u']} x {e['batches']} | "
+              f"{e['W_rel_error']:.1e} | {e['C_rel_error']:.1e} |" for e in P["errors"]]
     return "\n".join(lines) + "\n"

@@ -28,7 +28,7 @@ import torch
 
 from rlsedit.recursion import initial_inverse
 
-from . import machine
+from . import machine, precision
 from .cases import (
     ResolveEachBatch,
     alphaedit_editor,
@@ -68,6 +68,9 @@ class BenchConfig:
     long_batches: int = 100
     long_u: int = 100
     long_dtype: str = "float32"
+    precision_size: tuple[int, int] = (512, 128)  # the float32-vs-float64 accuracy stream
+    precision_u: int = 10
+    precision_batches: int = 200
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -81,11 +84,13 @@ class BenchConfig:
         if unknown:
             raise ValueError(f"unknown dtypes {sorted(unknown)}; choose from {sorted(DTYPES)}")
         for name in ("repeats", "resolve_repeats", "history_batches", "history_window", "memory_batches",
-                     "long_batches", "long_u", "history_u", "peak_n", "memory_u"):
+                     "long_batches", "long_u", "history_u", "peak_n", "memory_u", "precision_u",
+                     "precision_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.history_batches < 2 * self.history_window + self.history_window // 2:
-            raise ValueError("history_batches must hold two windows apart from each other")
+        if self.history_window > 100 or self.history_batches < 100 + self.history_window:
+            raise ValueError("history_window must be <= 100 and history_batches >= 100 + history_window: "
+                             "the windows are around batch 100 and at the end")
 
 
 QUICK = BenchConfig(sizes=((1024, 256), (4096, 1024)), repeats=3, peak_n=2048, history_batches=10_000,
@@ -182,36 +187,50 @@ def update_cases(cfg: BenchConfig, log: Callable[[str], None]) -> list[dict]:
 # -- 3. flat in history ------------------------------------------------------------------------
 
 def history(cfg: BenchConfig, log: Callable[[str], None]) -> dict:
-    """A long stream at a small size: time of the batches around batch 100 against the last ones.
+    """A long stream at a small size: is batch ``history_batches`` slower than batch 100?
 
-    Each batch's time is divided by the time of a fixed reference product of the same shape,
-    (d_k, d_k) @ (d_k, u), run right after it, so that load changes between the two windows
-    cancel out; both the raw and the normalised ratios are reported.
+    Two measurements. (a) Along the stream: the median and the minimum time of the batches around
+    batch 100 against the last ones (load that changes during the stream moves these). (b) Side by
+    side, the primary figure: a copy of the editor taken at batch 100 and the editor at the end
+    of the stream take the same ``history_window`` batches alternately, one batch each in turn
+    (which one goes first alternates too), so that both see the same load; the median of the
+    per-pair time ratios (late / early).
     """
     d_k, d_v = cfg.history_size
     u, n, w = cfg.history_u, cfg.history_batches, cfg.history_window
     dtype = torch.float64
     editor = rls_editor(random_weight(d_k, d_v, dtype, cfg.seed))
     g = torch.Generator().manual_seed(cfg.seed + 2)
-    ref_C = torch.eye(d_k, dtype=dtype)
-    ref_K = torch.randn(d_k, u, generator=g, dtype=dtype)
-    steps, refs = [], []
-    for _ in range(n):
+    steps, early_copy = [], None
+    for i in range(n):
         K, V = batch(d_k, d_v, u, dtype, g)
         steps.append(_seconds(lambda K=K, V=V: editor.update(K, V)))
-        refs.append(_seconds(lambda: torch.mm(ref_C, ref_K)))
+        if i + 1 == 100:
+            early_copy = type(editor).from_state_dict(editor.state_dict())
     early = slice(100 - w // 2, 100 + w // 2)  # around batch 100 (warm-up excluded)
     late = slice(n - w, n)  # the last batches
-    ratio = _median(steps[late]) / _median(steps[early])
-    norm = [s / r for s, r in zip(steps, refs, strict=True)]
-    ratio_norm = _median(norm[late]) / _median(norm[early])
+    pairs = []
+    for j in range(w):
+        K, V = batch(d_k, d_v, u, dtype, g)
+        run_early = lambda K=K, V=V: _seconds(lambda: early_copy.update(K, V))  # noqa: E731
+        run_late = lambda K=K, V=V: _seconds(lambda: editor.update(K, V))  # noqa: E731
+        if j % 2:  # alternate which editor goes first, so that warm caches favour neither
+            t_late, t_early = run_late(), run_early()
+        else:
+            t_early, t_late = run_early(), run_late()
+        pairs.append(t_late / t_early)
+    ratio = _median(pairs)
     stride = max(1, n // 200)
-    log(f"history {d_k}x{d_v} u={u}: batch {n} / batch 100 = {ratio:.3f} (normalised {ratio_norm:.3f})")
+    log(f"history {d_k}x{d_v} u={u}: batch {n} / batch 100 = {ratio:.3f} side by side "
+        f"(along the stream: medians {_median(steps[late]) / _median(steps[early]):.3f}, "
+        f"minima {min(steps[late]) / min(steps[early]):.3f})")
     return {
         "d_k": d_k, "d_v": d_v, "u": u, "dtype": "float64", "batches": n, "window": w,
         "early_batches": [early.start, early.stop], "late_batches": [late.start, late.stop],
+        "ratio": ratio, "pair_ratios": pairs,
+        "stream_ratio_median": _median(steps[late]) / _median(steps[early]),
+        "stream_ratio_min": min(steps[late]) / min(steps[early]),
         "early_seconds_median": _median(steps[early]), "late_seconds_median": _median(steps[late]),
-        "ratio": ratio, "ratio_normalised": ratio_norm,
         # medians over consecutive blocks of `stride` batches, for the plot
         "block": stride,
         "block_seconds": [_median(steps[i:i + stride]) for i in range(0, n, stride)],
@@ -285,6 +304,7 @@ def memory_cases(cfg: BenchConfig, log: Callable[[str], None]) -> list[dict]:
             case["peak_over_editor_state"] = used / case["editor_bytes"]
             # growth along the stream: resident set after the last batch minus after the first
             case["growth_bytes"] = after[-1] - after[0]
+            case["rss_range_bytes"] = max(after) - min(after)
             case["load"] = machine.load()
             log(f"memory {d_k}x{d_v} {name}: peak {used / 2**20:.0f} MiB = {case['peak_over_floor']:.3f}x "
                 f"C + W, growth {case['growth_bytes'] / 2**20:.1f} MiB over {len(after)} batches")
@@ -320,6 +340,21 @@ def long_stream(cfg: BenchConfig, log: Callable[[str], None]) -> dict:
     }
 
 
+# -- 7. float32: speed gained, accuracy lost ------------------------------------------------------
+
+def float32_cost(cfg: BenchConfig, update: list[dict], log: Callable[[str], None]) -> dict:
+    """Speed-up of float32 over float64 per update case, next to float32's error on a stream."""
+    seconds = {(c["d_k"], c["d_v"], c["u"], c["dtype"]): c["seconds_median"] for c in update}
+    speedup = [{"d_k": d_k, "d_v": d_v, "u": u, "float64_over_float32": seconds[d_k, d_v, u, "float64"] / t}
+               for (d_k, d_v, u, name), t in seconds.items()
+               if name == "float32" and (d_k, d_v, u, "float64") in seconds]
+    d_k, d_v = cfg.precision_size
+    errors = precision.run(d_k, d_v, cfg.precision_u, cfg.precision_batches, cfg.seed)
+    for e in errors:
+        log(f"float32 error at lam={e['lam']}: W {e['W_rel_error']:.1e}, C {e['C_rel_error']:.1e}")
+    return {"speedup": speedup, "errors": errors}
+
+
 # -- the run -----------------------------------------------------------------------------------
 
 @dataclass
@@ -333,6 +368,7 @@ class Results:
     resolve: list[dict] = field(default_factory=list)
     memory: list[dict] = field(default_factory=list)
     long: dict | None = None
+    precision: dict = field(default_factory=dict)
     load_end: list[float] | None = None
     wall_seconds: float = 0.0
 
@@ -351,6 +387,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     res.memory = memory_cases(cfg, log)
     if cfg.long:
         res.long = long_stream(cfg, log)
+    res.precision = float32_cost(cfg, res.update, log)
     for name in cfg.dtypes:
         res.ceiling[name]["end"] = square_peak(cfg.peak_n, DTYPES[name], cfg.repeats)
         peaks = [res.ceiling[name][k]["gflops"] for k in ("start", "end")]

@@ -52,7 +52,8 @@ def test_flop_count_has_the_papers_leading_terms():
 def test_a_tiny_run_writes_valid_results(tmp_path):
     cfg = BenchConfig(sizes=((48, 8),), us=(1, 3), dtypes=("float64",), repeats=2, peak_n=32,
                       history_size=(16, 4), history_batches=260, history_window=40,
-                      resolve_sizes=((24, 4),), memory_sizes=((24, 4),), memory_batches=2)
+                      resolve_sizes=((24, 4),), memory_sizes=((24, 4),), memory_batches=2,
+                      precision_size=(16, 4), precision_u=2, precision_batches=3)
     results = run(cfg, log=lambda _: None)
     paths = write_results(results, tmp_path)
     assert {p.name for p in paths} == {"results.json", "report.md", "figure.png"}
@@ -62,9 +63,12 @@ def test_a_tiny_run_writes_valid_results(tmp_path):
         assert case["seconds_median"] > 0 and case["gflops"] > 0 and case["fraction_of_gemm"] > 0
         assert case["flops_total"] == sum(update_flops(48, 8, case["u"]).values())
     assert loaded["history"]["batches"] == 260 and loaded["history"]["ratio"] > 0
+    assert len(loaded["history"]["pair_ratios"]) == 40
     assert {c["u"] for c in loaded["resolve"]} == {1, 3}
     assert loaded["memory"][0]["floor_bytes"] == (24 * 24 + 24 * 4) * 8
     assert len(loaded["memory"][0]["rss_after_batch_bytes"]) == 2
+    assert [e["lam"] for e in loaded["precision"]["errors"]] == [1.0, 1e-2, 1e-3]
+    assert loaded["precision"]["speedup"] == []  # one dtype only: nothing to compare
     assert "## 3. Flat in history" in (tmp_path / "report.md").read_text()
 
 
@@ -81,3 +85,10 @@ def test_quick_command_runs(tmp_path):
 
     assert main(["bench", "--quick", "--out", str(tmp_path)]) == 0
     assert json.loads((tmp_path / "results.json").read_text())["update"]
+
+
+def test_float32_is_close_to_float64_on_the_precision_stream():
+    from benchmarks.precision import float32_error
+
+    e = float32_error(64, 8, 4, 10, lam=1.0, decades=1.0, seed=0)
+    assert 0 < e["W_rel_error"] < 1e-4 and 0 < e["C_rel_error"] < 1e-4
