@@ -154,3 +154,17 @@ def test_edit_probe_runs_end_to_end_on_the_quick_model(quick_llama, tmp_path):
     assert {"config.json", "metrics.jsonl", "summary.json"} <= {p.name for p in tmp_path.iterdir()}
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["edits"] for r in rows if r["phase"] == "stream"] == [2, 4, 2, 4]
+
+
+def test_a_cache_from_another_world_version_is_refused(quick_llama, tmp_path):
+    import shutil
+
+    copy = tmp_path / "old"
+    shutil.copytree(quick_llama.path, copy)
+    meta = json.loads((copy / "tiny_model.json").read_text())
+    meta["world_version"] = -1
+    (copy / "tiny_model.json").write_text(json.dumps(meta))
+    with pytest.raises(CacheMismatchError, match="world_version"):
+        load_tiny_model(copy)
+    with pytest.raises(CacheMismatchError, match="world_version: cached -1"):
+        train_or_load(QUICK_WORLD, QUICK_TRAIN, copy, progress=False)
