@@ -290,9 +290,9 @@ class World:
     def probes(self, kind: str, *, limit: int | None = None) -> list[tuple[str, str]]:
         """(prompt, object) pairs that test the facts, one per fact (the first ``limit`` facts).
 
-        kind: ``"trained"`` (a trained wording, the fact's first in the corpus' wording list order
-        rotated by person), ``"heldout"`` (a held-out wording) or ``"question"`` (the question form,
-        only for people whose questions were never trained).
+        kind: ``"trained"`` (one trained wording per fact, rotating with the person's index),
+        ``"heldout"`` (one held-out wording, rotating likewise) or ``"question"`` (the question
+        form, only for people whose questions were never trained).
         """
         out = []
         for fact in self.facts():
