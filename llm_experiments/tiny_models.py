@@ -27,7 +27,14 @@ from pathlib import Path
 
 import torch
 
-from .world import World, WorldConfig, WorldConfigError, add_world_arguments, world_config_from_args
+from .world import (
+    WORLD_VERSION,
+    World,
+    WorldConfig,
+    WorldConfigError,
+    add_world_arguments,
+    world_config_from_args,
+)
 
 ARCHS = ("llama", "qwen2")
 METADATA_FILE = "tiny_model.json"
@@ -254,7 +261,8 @@ def train(world: World, cfg: TrainConfig, *, progress: bool = True, log=None) ->
 
 
 def _identity(world_config: WorldConfig, train_config: TrainConfig) -> dict:
-    return {"world_config": world_config.to_dict(), "train_config": train_config.to_dict()}
+    return {"world_version": WORLD_VERSION, "world_config": world_config.to_dict(),
+            "train_config": train_config.to_dict()}
 
 
 def _digest(identity: dict) -> str:
@@ -289,6 +297,9 @@ def load_tiny_model(path: str | Path) -> TinyModel:
                                  f"{meta['weights_sha256'][:16]}... (file changed after training); retrain")
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    if meta.get("world_version") != WORLD_VERSION:
+        raise CacheMismatchError(f"{path}: trained on world_version {meta.get('world_version')!r}, this "
+                                 f"generator makes version {WORLD_VERSION}; retrain")
     world = World(WorldConfig.from_dict(meta["world_config"]))
     return TinyModel(model, tokenizer, world, meta, path, reused=True)
 
@@ -304,8 +315,10 @@ def train_or_load(world_config: WorldConfig, train_config: TrainConfig, out: str
     identity = _identity(world_config, train_config)
     if (out / METADATA_FILE).is_file():
         meta = read_metadata(out)
-        if meta.get("digest") != _digest(identity):
-            diffs = [f"{part}.{k}: cached {meta.get(part, {}).get(k)!r}, requested {v!r}"
+        if meta.get("digest") != _digest(identity) or meta.get("world_version") != WORLD_VERSION:
+            diffs = [f"world_version: cached {meta.get('world_version')!r}, requested {WORLD_VERSION}"]
+            diffs = diffs if meta.get("world_version") != WORLD_VERSION else []
+            diffs += [f"{part}.{k}: cached {meta.get(part, {}).get(k)!r}, requested {v!r}"
                      for part in ("world_config", "train_config") for k, v in identity[part].items()
                      if meta.get(part, {}).get(k) != v]
             raise CacheMismatchError(f"{out} holds a tiny model trained with other settings ("

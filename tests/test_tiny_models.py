@@ -154,3 +154,27 @@ def test_edit_probe_runs_end_to_end_on_the_quick_model(quick_llama, tmp_path):
     assert {"config.json", "metrics.jsonl", "summary.json"} <= {p.name for p in tmp_path.iterdir()}
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["edits"] for r in rows if r["phase"] == "stream"] == [2, 4, 2, 4]
+
+
+def test_a_cache_from_another_world_version_is_refused(quick_llama, tmp_path):
+    import shutil
+
+    copy = tmp_path / "old"
+    shutil.copytree(quick_llama.path, copy)
+    meta = json.loads((copy / "tiny_model.json").read_text())
+    meta["world_version"] = -1
+    (copy / "tiny_model.json").write_text(json.dumps(meta))
+    with pytest.raises(CacheMismatchError, match="world_version"):
+        load_tiny_model(copy)
+    with pytest.raises(CacheMismatchError, match="world_version: cached -1"):
+        train_or_load(QUICK_WORLD, QUICK_TRAIN, copy, progress=False)
+
+
+def test_edit_probe_single_edits_only_at_the_last_token(quick_llama, tmp_path):
+    from llm_experiments.probes.edit_probe import ProbeConfig, run_probe
+
+    cfg = ProbeConfig(position="last", n_single=2, n_stream=0, steps=3, anchor_texts=10, n_control=3, mu=10.0)
+    summary = run_probe(quick_llama.path, tmp_path, cfg)
+    assert summary["single"]["n"] == 2 and not any(k.startswith("stream_") for k in summary)
+    with pytest.raises(ValueError, match="position"):
+        ProbeConfig(position="middle")

@@ -178,6 +178,10 @@ def test_load_world_refuses_a_world_file_its_config_does_not_generate(tmp_path):
     paths["world.json"].write_text(json.dumps(doc))
     with pytest.raises(WorldConfigError, match="differ"):
         load_world(tmp_path)
+    doc["world_version"] = 1
+    paths["world.json"].write_text(json.dumps(doc))
+    with pytest.raises(WorldConfigError, match="world_version"):
+        load_world(tmp_path)
 
 
 def test_cli_world_writes_the_files(tmp_path, capsys):
@@ -188,3 +192,11 @@ def test_cli_world_writes_the_files(tmp_path, capsys):
     assert len(json.loads((tmp_path / "counterfact.json").read_text())) == 5
     with pytest.raises(SystemExit, match="n_people"):
         main(["world", "--out", str(tmp_path / "bad"), "--people", "2"])
+
+
+def test_default_paraphrases_use_only_words_of_their_relations_trained_text():
+    world = World(WorldConfig(n_people=4, n_relations=len(RELATION_SPECS)))
+    for rel in world.relations:
+        known = {w for text in (*rel.trained_wordings, rel.question) for w in text.split()}
+        for wording in rel.heldout_wordings:
+            assert set(wording.split()) <= known, (rel.relation_id, wording)

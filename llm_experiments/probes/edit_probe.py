@@ -278,7 +278,7 @@ def run_probe(model_dir: str | Path, out: str | Path, cfg: ProbeConfig, *, edito
     all_reqs = known(probe, world.edit_requests(seed=cfg.seed))
     n_stream = min(cfg.n_stream, len(all_reqs))
     stream = all_reqs[:n_stream]
-    edited_people = {r.extra["person"] for r in stream}
+    edited_people = {r.extra["person"] for r in all_reqs[: max(cfg.n_single, n_stream)]}
     rng = random.Random(cfg.seed)
     free = [p for p in range(world.config.n_people) if p not in edited_people]
     controls = [(world.relations[b].trained_wordings[0].format(world.people[a]), world.objects[a][b])
@@ -288,7 +288,7 @@ def run_probe(model_dir: str | Path, out: str | Path, cfg: ProbeConfig, *, edito
     controls = [c for c, k in zip(controls, ok.tolist(), strict=True) if k]  # facts the model knew
 
     # single edits, each from W0 (one edit: RLSEditor and MEMITEditor coincide)
-    single = stream[: cfg.n_single]
+    single = all_reqs[: cfg.n_single]
     rows = []
     for req in single:
         delta = probe.target_delta(req)
@@ -308,7 +308,7 @@ def run_probe(model_dir: str | Path, out: str | Path, cfg: ProbeConfig, *, edito
         summary["single"]["n"] = len(rows)
 
     # sequential stream
-    for name in editors:
+    for name in editors if n_stream else ():
         cls = {"rlsedit": RLSEditor, "memit": MEMITEditor}[name]
         ed = cls(probe.W0, lam=cfg.lam, mu=cfg.mu, anchor_gram=G)
         probe.set_W(probe.W0)
