@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("benchmarks.cli", "benchmark the solver against this machine's matmul and bandwidth limits"),
     "world": ("llm_experiments.world", "write a synthetic fact world (CounterFact and ZsRE formats, training corpus)"),
     "train-tiny": ("llm_experiments.tiny_models", "train (or reuse) a tiny Llama/Qwen2 on a fact world"),
+    "edit": ("llm_experiments.edit_cli", "edit a tiny fact model or a checkpoint with a stream of edits, evaluate"),
+    "edit-table": ("llm_experiments.edit_table", "the paper's main table and stream figures from `rlsedit edit` runs"),
 }
 
 
