@@ -54,7 +54,8 @@ class EditRunConfig:
     """Everything that determines one ``rlsedit edit`` run (validated on construction).
 
     Defaults suit the tiny fact models (TINY-MODELS.md, docs/edit-benchmark.md): one edited layer
-    (0) at the subject's last token, anchor ``mu * n_w * E[kk^T]`` with ``mu * n_w = 100``.
+    (0) at the subject's last token, anchor ``mu * n_w * E[kk^T]`` with ``mu * n_w = 10``, target
+    deltas up to 1.5 x the hidden state's norm, no decay on them (tuned on 100 edits there).
 
     Attributes:
         model: ``"tiny-llama"``, ``"tiny-qwen2"`` (trained or reused from ``cache_dir``) or the
@@ -75,6 +76,8 @@ class EditRunConfig:
             optimisation (:class:`.values.ValueConfig`).
         context: ``"bare"`` (keys and targets from the prompt alone) or ``"default"`` (the
             package's six English prefixes; words a word-level tokenizer does not know).
+        snippets: CounterFact's ``attribute_snippets.json`` for a CounterFact file: the Consistency
+            references (without it, generation needs reference texts in the records).
         stats_corpus: a text file for E[kk^T] (one document per line); ``None``: the world's
             training texts (tiny models only).
         stats_tokens: tokens of the statistics corpus used.
@@ -86,6 +89,7 @@ class EditRunConfig:
         checkpoint_every: edits between along-stream checkpoints (0: only at cohorts and the end).
         cohort_batches: cohort k = the edits of the first k batches.
         edit_seed: seed of the world's request order and new targets.
+        people: people in the fact world (5 facts each; the 10,000-edit stream needs 2,000).
         quick: the quick world and model (seconds to train; a smoke test, not an edit target).
         cache_dir: where tiny models and statistics are cached.
         threads: torch CPU threads.
@@ -102,18 +106,19 @@ class EditRunConfig:
     fact_token: str = "subject_last"
     lam: float = 1e-3
     mu: float = 1.0
-    n_w: float = 100.0
+    n_w: float = 10.0
     l2: float = 10.0
     threshold: float = 1e-2
     ft_steps: int = 25
     ft_lr: float = 1.0
     ft_norm_bound: float = 0.0
-    value_steps: int = 40
+    value_steps: int = 60
     value_lr: float = 0.3
     kl_factor: float = 0.0625
-    clamp_factor: float = 0.75
-    value_weight_decay: float = 0.5
+    clamp_factor: float = 1.5
+    value_weight_decay: float = 0.0
     context: str = "bare"
+    snippets: str | None = None
     stats_corpus: str | None = None
     stats_tokens: int = 100_000
     generation: bool = True
@@ -123,6 +128,7 @@ class EditRunConfig:
     checkpoint_every: int = 0
     cohort_batches: tuple[int, ...] = (1,)
     edit_seed: int = 0
+    people: int = 300
     quick: bool = False
     cache_dir: str = DEFAULT_CACHE_DIR
     threads: int = 1
@@ -138,11 +144,13 @@ class EditRunConfig:
         if self.data == "world" and self.model not in TINY_MODELS:
             raise _bad("data", self.data, "the fact world goes with a tiny model (tiny-llama, tiny-qwen2); "
                        "give a CounterFact/ZsRE file for a checkpoint")
+        if self.snippets is not None and (self.data == "world" or self.dataset != "counterfact"):
+            raise _bad("snippets", self.snippets, "attribute snippets go with a CounterFact file")
         if self.data == "world" and self.dataset != "counterfact":
             raise _bad("dataset", self.dataset, "the fact world is CounterFact-shaped; use 'counterfact'")
         if self.model not in TINY_MODELS and self.stats_corpus is None and self.editor != "ft":
             raise _bad("stats_corpus", None, "a checkpoint needs a text file for E[kk^T] (--stats-corpus)")
-        for name in ("n_edits", "batch_size", "ft_steps", "stats_tokens", "max_length", "threads"):
+        for name in ("n_edits", "batch_size", "ft_steps", "stats_tokens", "max_length", "threads", "people"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise _bad(name, v, "must be a positive integer")
@@ -150,6 +158,8 @@ class EditRunConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise _bad(name, v, "must be an integer >= 0")
+        if self.people < 4:
+            raise _bad("people", self.people, "must be >= 4 (neighbourhood prompts need other people)")
         if self.checkpoint_every % self.batch_size:
             raise _bad("checkpoint_every", self.checkpoint_every,
                        f"must be a multiple of batch_size ({self.batch_size})")
@@ -248,7 +258,7 @@ def tiny_model_dir(config: EditRunConfig) -> tuple[Path, Any, Any]:
     if config.quick:
         world, train = QUICK_WORLD, dataclasses.replace(QUICK_TRAIN, arch=arch)
     else:
-        world, train = WorldConfig(), TrainConfig(arch=arch)
+        world, train = WorldConfig(n_people=config.people), TrainConfig(arch=arch)
     tag = "-quick" if config.quick else ""
     return Path(config.cache_dir).expanduser() / f"tiny-{arch}{tag}-{_digest(_identity(world, train))}", world, train
 
@@ -271,10 +281,9 @@ def load_target(config: EditRunConfig, *, progress: bool = True) -> LoadedTarget
                                                                  "train_seconds", "world_config", "train_config")}}
         texts = world.training_texts()
     else:
-        from .models import load_model, load_tokenizer_from
+        from .models import load_model
 
-        model = load_model(config.model, device=config.device)
-        tokenizer = load_tokenizer_from(config.model)
+        model, tokenizer = load_model(config.model, device=config.device)
         world, texts = None, None
         resolved = {"model_path": str(Path(config.model).resolve())}
     model.eval()
@@ -287,8 +296,10 @@ def load_target(config: EditRunConfig, *, progress: bool = True) -> LoadedTarget
     else:
         from .data import load_counterfact, load_zsre
 
-        load = load_counterfact if config.dataset == "counterfact" else load_zsre
-        requests = load(config.data, limit=config.n_edits)
+        if config.dataset == "counterfact":
+            requests = load_counterfact(config.data, snippets=config.snippets, limit=config.n_edits)
+        else:
+            requests = load_zsre(config.data, limit=config.n_edits)
         if len(requests) < config.n_edits:
             raise _bad("n_edits", config.n_edits, f"{config.data} holds only {len(requests)} records")
         docs = [t for r in requests for t in r.reference_texts]

@@ -42,11 +42,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "JSON file (the first N records)")
     g.add_argument("--dataset", choices=("counterfact", "zsre"), default=_D.dataset,
                    help="format and metric suite of a --data file")
+    g.add_argument("--snippets", default=None,
+                   help="CounterFact's attribute_snippets.json: the Consistency reference texts of a CounterFact "
+                        "file (TF-IDF is fitted on the references used)")
     g.add_argument("--cache", default=DEFAULT_CACHE_DIR,
                    help="cache directory for tiny models and E[kk^T] statistics")
     g.add_argument("--quick", action="store_true",
                    help="a 16-person world and a 2-layer model that train in seconds: a smoke test of the "
                         "machinery, not an edit target")
+    g.add_argument("--people", type=int, default=_D.people,
+                   help="people in the tiny model's fact world, 5 facts each (a 10,000-edit stream needs 2000); "
+                        "a new size trains a new model")
     g.add_argument("--edit-seed", type=int, default=_D.edit_seed,
                    help="seed of the world's request order and counterfactual targets")
     g = p.add_argument_group("stream")
@@ -114,10 +120,11 @@ def config_from_args(args: argparse.Namespace, editor: str) -> EditRunConfig:
         n_w=args.n_w, l2=args.l2, threshold=args.threshold, ft_steps=args.ft_steps, ft_lr=args.ft_lr,
         ft_norm_bound=args.ft_norm_bound, value_steps=args.value_steps, value_lr=args.value_lr,
         kl_factor=args.kl_factor, clamp_factor=args.clamp_factor, value_weight_decay=args.value_weight_decay,
-        context=args.context, stats_corpus=args.stats_corpus, stats_tokens=args.stats_tokens,
+        context=args.context, snippets=args.snippets, stats_corpus=args.stats_corpus, stats_tokens=args.stats_tokens,
         generation=not args.no_generation, max_length=args.max_length, along_stream=args.along_stream,
         along_generation=args.along_generation,
         checkpoint_every=args.checkpoint_every, cohort_batches=args.cohorts, edit_seed=args.edit_seed,
+        people=args.people,
         quick=args.quick, cache_dir=args.cache, threads=args.threads, device=args.device)
 
 

@@ -115,6 +115,8 @@ def test_run_refuses_a_non_empty_folder(five_runs):
     ({"dataset": "zsre", "data": "world"}, "dataset"),
     ({"ft_lr": 2.5}, "ft_lr"),
     ({"context": "english"}, "context"),
+    ({"people": 3}, "people"),
+    ({"snippets": "attribute_snippets.json"}, "snippets"),
 ])
 def test_bad_configs_are_refused_with_the_option_named(changes, match):
     with pytest.raises(EditRunError, match=match):
@@ -143,3 +145,26 @@ def test_with_bos_puts_bos_first_and_keeps_offsets():
     assert enc["input_ids"][0] == tok.bos_token_id and len(enc["input_ids"]) == 5
     assert enc["offset_mapping"][0] == (0, 0) and enc["offset_mapping"][2] == (4, 6)
     assert tok.decode(enc["input_ids"], skip_special_tokens=True) == "Ana Bo speaks Dutch"
+
+
+def test_a_checkpoint_with_a_counterfact_file(five_runs, tmp_path):
+    """--model PATH --data FILE: the quick model's cache folder as a checkpoint, the fixture records."""
+    from pathlib import Path
+
+    fixtures = Path(__file__).parent / "fixtures"
+    checkpoint = next((five_runs / "cache").glob("tiny-llama-quick-*"))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join((fixtures / "heldout.txt").read_text().split("\n\n")))
+    out = tmp_path / "run"
+    code = main(["edit", "--model", str(checkpoint), "--data", str(fixtures / "counterfact.json"),
+                 "--snippets", str(fixtures / "attribute_snippets.json"), "--stats-corpus", str(corpus),
+                 "--n-edits", "3", "--batch-size", "3", "--value-steps", "3", "--max-length", "12",
+                 "--no-progress", "--out", str(out), "--cache", str(tmp_path / "cache")])
+    assert code == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_edits"] == 3 and set(TABLE_METRICS) <= set(s)
+    assert s["config"]["resolved"]["stats_corpus"] == str(corpus.resolve())
+    with pytest.raises(SystemExit, match="holds only 3 records"):
+        main(["edit", "--model", str(checkpoint), "--data", str(fixtures / "counterfact.json"),
+              "--stats-corpus", str(corpus), "--n-edits", "5", "--no-generation", "--no-progress",
+              "--out", str(tmp_path / "run2"), "--cache", str(tmp_path / "cache")])
