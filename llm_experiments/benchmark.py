@@ -27,7 +27,6 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,7 +107,7 @@ class EditRunConfig:
     mu: float = 1.0
     n_w: float = 10.0
     l2: float = 10.0
-    threshold: float = 1e-2
+    threshold: float = 0.1
     ft_steps: int = 25
     ft_lr: float = 1.0
     ft_norm_bound: float = 0.0
@@ -328,8 +327,7 @@ def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
-def run_edit(config: EditRunConfig, out_dir: str | Path, *, progress: bool = True,
-             log: Callable[[str], None] = print) -> dict:
+def run_edit(config: EditRunConfig, out_dir: str | Path, *, progress: bool = True) -> dict:
     """Make the run described by ``config`` into ``out_dir`` (new or empty) and return its summary."""
     from tqdm.auto import tqdm
 
@@ -365,6 +363,7 @@ def run_edit(config: EditRunConfig, out_dir: str | Path, *, progress: bool = Tru
                                   max_length=config.max_length)
     run_config = {"run": config.to_dict(), "editing": editing.to_dict()}
     recorder = None
+    eval_seconds = 0.0
     if config.along_stream:
         stream = StreamConfig(edit_batch_size=config.batch_size,
                               checkpoint_every=config.checkpoint_every or config.n_edits * config.batch_size,
@@ -372,12 +371,13 @@ def run_edit(config: EditRunConfig, out_dir: str | Path, *, progress: bool = Tru
         along_eval = dataclasses.replace(evaluation, generation=config.along_generation)
         recorder = StreamRecorder(out / "along_stream", target.requests, along_eval, stream, tfidf=target.tfidf,
                                   run_config=run_config)
-        recorder.checkpoint(target.model, target.tokenizer, 0)
+        t0 = time.perf_counter()
+        recorder.checkpoint(target.model, target.tokenizer, 0)  # the cohorts before any edit
+        eval_seconds += time.perf_counter() - t0
         cohort_sizes = {min(s, len(target.requests)) for s in stream.cohort_sizes().values()}
 
     session = EditingSession(target.model, target.tokenizer, editing, second_moments=moments)
     bar = tqdm(total=len(target.requests), desc=f"edit {config.editor}", unit="edit", disable=not progress)
-    eval_seconds = 0.0
     with (out / "metrics.jsonl").open("w") as metrics:
         for report in session.run(target.requests):
             line = {"batch": report.index, "n_edits": report.position, "seconds": report.seconds,
