@@ -40,6 +40,13 @@ def read_run(path: str | Path) -> dict:
     return summary
 
 
+def labels(summaries: list[dict]) -> list[str]:
+    """Each run's label: its editor, or ``editor (folder)`` when several runs share an editor."""
+    editors = [s.get("editor") or Path(s["_path"]).name for s in summaries]
+    return [e if editors.count(e) == 1 else f"{e} ({Path(s['_path']).name})"
+            for e, s in zip(editors, summaries, strict=True)]
+
+
 def _cell(summary: dict, metric: str) -> str:
     if summary.get(metric) is None:
         return "-"
@@ -51,8 +58,7 @@ def markdown_table(summaries: list[dict]) -> str:
     """The paper's main-table layout: one row per run (its editor), the five metrics as columns."""
     lines = ["| Editor | Edits | " + " | ".join(HEADERS) + " |",
              "|---|---|" + "---|" * len(HEADERS)]
-    for s in summaries:
-        label = s["editor"] if s.get("editor") else Path(s["_path"]).name
+    for label, s in zip(labels(summaries), summaries, strict=True):
         lines.append(f"| {label} | {s.get('n_edits', '-')} | "
                      + " | ".join(_cell(s, m) for m in TABLE_METRICS) + " |")
     return "\n".join(lines)
@@ -73,7 +79,7 @@ def draw_figures(summaries: list[dict], out_dir: str | Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    along = {s["editor"]: read_along(s["_path"]) for s in summaries}
+    along = {label: read_along(s["_path"]) for label, s in zip(labels(summaries), summaries, strict=True)}
     along = {k: v for k, v in along.items() if v}
     if not along:
         return []

@@ -91,6 +91,14 @@ def test_markdown_table_layout_without_sem():
     assert markdown_table([s]).splitlines()[2] == "| x | 1 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 |"
 
 
+def test_runs_sharing_an_editor_are_labelled_by_folder():
+    from llm_experiments.edit_table import labels
+
+    runs = [{"editor": "alphaedit", "_path": "a/t01"}, {"editor": "alphaedit", "_path": "a/t1"},
+            {"editor": "rlsedit", "_path": "a/r"}]
+    assert labels(runs) == ["alphaedit (t01)", "alphaedit (t1)", "rlsedit"]
+
+
 def test_edit_table_refuses_a_folder_without_results(tmp_path):
     with pytest.raises(TableError, match=r"no summary\.json"):
         read_run(tmp_path)
