@@ -14,7 +14,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("rlsedit.demo", "stream synthetic edits into an editor and compare with batch_solve"),
     "llm-stats": ("llm_experiments.stats_cli", "compute or import E[kk^T] of a local model's edited layers"),
-    "llm-edit": ("llm_experiments.edit_cli", "edit a local model with a stream of requests (JSON), resumably"),
+    "llm-edit": ("llm_experiments.stream_edit_cli", "edit a local model with a stream of requests (JSON), resumably"),
     "llm-bench": ("llm_experiments.bench", "time the LLM editing machinery on a random Llama built from a config"),
     "evaluate": ("llm_experiments.eval_cli", "score a local checkpoint on CounterFact/ZsRE and general capability"),
     "simulate": ("simulations.cli_simulate", "run a theory/simulation experiment into a results folder"),
@@ -23,6 +23,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "world": ("llm_experiments.world", "write a synthetic fact world (CounterFact and ZsRE formats, training corpus)"),
     "train-tiny": ("llm_experiments.tiny_models", "train (or reuse) a tiny Llama/Qwen2 on a fact world"),
     "stream": ("rlsedit.stream_cli", "a synthetic edit stream, checkpointed every N batches and resumable"),
+    "edit": ("llm_experiments.edit_cli", "edit a tiny fact model or a checkpoint with a stream of edits, evaluate"),
+    "edit-table": ("llm_experiments.edit_table", "the paper's main table and stream figures from `rlsedit edit` runs"),
 }
 
 

@@ -1,0 +1,157 @@
+"""``rlsedit edit-table``: the paper's main table and the stream figures, drawn from run folders only.
+
+Reads what ``rlsedit edit`` wrote (``summary.json``; ``along_stream/metrics.jsonl`` for the
+figures) and computes nothing else: one row per run in the layout of the paper's main table
+(Efficacy, Generalization, Specificity, Fluency, Consistency; mean +- standard error over the
+edits, percent, Fluency as 100 x bits), and, for runs made with ``--along-stream``:
+
+- ``metrics_vs_edits.png``: efficacy, generalization and specificity of the edits made so far,
+  at each checkpoint of the stream;
+- ``cohort_retention.png``: each early-edit cohort's efficacy at every checkpoint from the one
+  where it was written (the first point is the cohort before any edit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .benchmark import TABLE_METRICS
+
+HEADERS = ("Efficacy", "Generalization", "Specificity", "Fluency", "Consistency")
+
+
+class TableError(ValueError):
+    """A run folder that holds no usable results (names the folder and the missing file or key)."""
+
+
+def read_run(path: str | Path) -> dict:
+    """A run's ``summary.json`` (:class:`TableError` if missing or without the table's metrics)."""
+    path = Path(path)
+    file = path / "summary.json"
+    if not file.is_file():
+        raise TableError(f"{path}: no summary.json (not a finished `rlsedit edit` run)")
+    summary = json.loads(file.read_text())
+    missing = [m for m in ("efficacy", "generalization", "specificity") if m not in summary]
+    if missing:
+        raise TableError(f"{file}: missing {missing}")
+    summary["_path"] = str(path)
+    return summary
+
+
+def labels(summaries: list[dict]) -> list[str]:
+    """Each run's label: its editor, or ``editor (folder)`` when several runs share an editor."""
+    editors = [s.get("editor") or Path(s["_path"]).name for s in summaries]
+    return [e if editors.count(e) == 1 else f"{e} ({Path(s['_path']).name})"
+            for e, s in zip(editors, summaries, strict=True)]
+
+
+def _cell(summary: dict, metric: str) -> str:
+    if summary.get(metric) is None:
+        return "-"
+    sem = summary.get(f"{metric}_sem")
+    return f"{summary[metric]:.2f}" + ("" if sem is None else f" +- {sem:.2f}")
+
+
+def markdown_table(summaries: list[dict]) -> str:
+    """The paper's main-table layout: one row per run (its editor), the five metrics as columns."""
+    lines = ["| Editor | Edits | " + " | ".join(HEADERS) + " |",
+             "|---|---|" + "---|" * len(HEADERS)]
+    for label, s in zip(labels(summaries), summaries, strict=True):
+        lines.append(f"| {label} | {s.get('n_edits', '-')} | "
+                     + " | ".join(_cell(s, m) for m in TABLE_METRICS) + " |")
+    return "\n".join(lines)
+
+
+def read_along(path: str | Path) -> list[dict]:
+    """The along-stream checkpoints of a run (empty when it was made without ``--along-stream``)."""
+    file = Path(path) / "along_stream" / "metrics.jsonl"
+    if not file.is_file():
+        return []
+    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+
+
+def draw_figures(summaries: list[dict], out_dir: str | Path) -> list[Path]:
+    """Draw the two stream figures from the runs' files into ``out_dir``; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    along = {label: read_along(s["_path"]) for label, s in zip(labels(summaries), summaries, strict=True)}
+    along = {k: v for k, v in along.items() if v}
+    if not along:
+        return []
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    names = ("efficacy", "generalization", "specificity")
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), sharex=True)
+    for ax, metric in zip(axes, names, strict=True):
+        for editor, lines in along.items():
+            pts = [(h["n_edits"], 100 * h["edited"][metric]["mean"]) for h in lines
+                   if "edited" in h and metric in h["edited"]]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=editor)
+        ax.set_title(metric.capitalize())
+        ax.set_xlabel("edits made")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("% of the edits made so far")
+    axes[-1].legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "metrics_vs_edits.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(path)
+
+    cohorts = sorted({c for lines in along.values() for h in lines for c in h.get("cohorts", {})},
+                     key=lambda c: int(c.split("_")[1]))
+    fig, axes = plt.subplots(1, len(cohorts), figsize=(4 * len(cohorts), 3.2), squeeze=False)
+    for ax, cohort in zip(axes[0], cohorts, strict=True):
+        for editor, lines in along.items():
+            pts = [(h["n_edits"], 100 * h["cohorts"][cohort]["metrics"]["efficacy"]["mean"]) for h in lines
+                   if cohort in h.get("cohorts", {}) and "efficacy" in h["cohorts"][cohort]["metrics"]]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=editor)
+        size = next(h["cohorts"][cohort]["size"] for lines in along.values() for h in lines if cohort in h["cohorts"])
+        ax.set_title(f"first {size} edits")
+        ax.set_xlabel("edits made")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("cohort efficacy, %")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "cohort_retention.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", nargs="+", required=True, metavar="DIR",
+                   help="run folders written by `rlsedit edit` (one table row each, in this order)")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="also write the markdown table to FILE (figures go beside it when the runs have "
+                        "along-stream results)")
+    p.add_argument("--no-figures", action="store_true", help="write the table only")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        summaries = [read_run(d) for d in args.runs]
+    except TableError as exc:
+        raise SystemExit(f"rlsedit edit-table: {exc}") from exc
+    table = markdown_table(summaries)
+    print(table)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(table + "\n")
+        if not args.no_figures:
+            for path in draw_figures(summaries, out.parent):
+                print(f"wrote {path}")
+    return 0
