@@ -106,10 +106,12 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, device) -> tuple[
 
 
 def pad_id(tokenizer) -> int:
-    pid = tokenizer.pad_token_id
-    if pid is None:
-        pid = tokenizer.eos_token_id
-    return 0 if pid is None else int(pid)
+    """The id to pad with: the pad token, else eos, else unk, else 0 (masked out either way)."""
+    for name in ("pad_token_id", "eos_token_id", "unk_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is not None:
+            return int(value)
+    return 0
 
 
 def site_inputs_at(model: nn.Module, tokenizer, site: EditSite, layer: int, prompts: Sequence[EncodedPrompt],

@@ -56,6 +56,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .keys import pad_batch as _pad_batch
+from .keys import pad_id as _pad_id
+from .models import input_device as _input_device
 from .requests import EditRequest
 
 
@@ -118,29 +121,6 @@ def encode_continuation(tokenizer, prompt: str, target: str) -> tuple[list[int],
     if n_prompt == 0:
         raise MetricError(f"prompt {prompt!r} gives no token before the target (and the tokenizer adds no BOS)")
     return list(ids), n_prompt
-
-
-def _input_device(model) -> torch.device:
-    return model.get_input_embeddings().weight.device
-
-
-def _pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids and attention mask, shape (B, T)."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, s in enumerate(sequences):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids.to(device), mask.to(device)
-
-
-def _pad_id(tokenizer) -> int:
-    for name in ("pad_token_id", "eos_token_id", "unk_token_id"):
-        value = getattr(tokenizer, name, None)
-        if value is not None:
-            return int(value)
-    return 0
 
 
 @torch.no_grad()
