@@ -142,3 +142,16 @@ def rel_err(A: torch.Tensor, B: torch.Tensor, ref_scale: torch.Tensor) -> float:
     num = float(torch.linalg.vector_norm(A.double() - B.double()))
     den = float(torch.linalg.vector_norm(ref_scale.double()))
     return num / max(den, 1e-300)
+
+
+def snapshot(ed) -> dict:
+    """A deep copy of an editor's state dict, to compare with after a call that must not change it."""
+    return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in ed.state_dict().items()}
+
+
+def assert_unchanged(ed, before: dict) -> None:
+    """The editor's state equals ``before`` bitwise (tensors) and exactly (scalars)."""
+    after = ed.state_dict()
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        assert torch.equal(after[k], v) if isinstance(v, torch.Tensor) else after[k] == v, k

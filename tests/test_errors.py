@@ -20,6 +20,8 @@ from rlsedit import (
     ShapeError,
 )
 
+from .strategies import assert_unchanged, snapshot
+
 D_K, D_V = 6, 3
 
 
@@ -35,20 +37,6 @@ def fresh(name="rlsedit"):
     ed = rlsedit.make_editor(name, W0, **kwargs)
     ed.update(rng.standard_normal((2, D_K)), rng.standard_normal((2, D_V)))
     return ed
-
-
-def snapshot(ed):
-    return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in ed.state_dict().items()}
-
-
-def assert_unchanged(ed, before):
-    after = ed.state_dict()
-    assert after.keys() == before.keys()
-    for k, v in before.items():
-        if isinstance(v, torch.Tensor):
-            assert torch.equal(after[k], v), k
-        else:
-            assert after[k] == v, k
 
 
 K_OK = np.ones((2, D_K))

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 import rlsedit
 from rlsedit.cli import main as cli_main
 
+from .strategies import assert_unchanged, snapshot
+
 D_K, D_V = 5, 2
 SPECIAL = [np.nan, np.inf, -np.inf, 1e38, -1e38, 1e300, 1e-320, -0.0, 0.0]
 DTYPES = ["float64", "float32", "float16", "bfloat16", "int64", "bool", "complex128", "object"]
@@ -61,17 +63,6 @@ def fresh(name, dtype=torch.float64):
     ed = rlsedit.make_editor(name, W0, **kwargs)
     ed.update(rng.standard_normal((2, D_K)), rng.standard_normal((2, D_V)))
     return ed
-
-
-def snapshot(ed):
-    return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in ed.state_dict().items()}
-
-
-def assert_unchanged(ed, before):
-    after = ed.state_dict()
-    assert after.keys() == before.keys()
-    for k, v in before.items():
-        assert torch.equal(after[k], v) if isinstance(v, torch.Tensor) else after[k] == v, k
 
 
 def assert_takes_an_edit(ed):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import rlsedit
 from rlsedit.health import Information, diagnose, extreme_eigenvalues, symmetry_error
 
-from .strategies import problems, rel_err, rel_tol, t
+from .strategies import assert_unchanged, problems, rel_err, rel_tol, snapshot, t
 
 EPS32 = float(np.finfo(np.float32).eps)
 FEWER = settings(max_examples=20)  # each example solves several small problems: keep the file fast
@@ -170,17 +170,6 @@ def test_a_singular_information_matrix_is_refused_with_the_state_unchanged():
 
 
 # -- replace -----------------------------------------------------------------------------------------
-def snapshot(ed):
-    return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in ed.state_dict().items()}
-
-
-def assert_unchanged(ed, before):
-    after = ed.state_dict()
-    assert after.keys() == before.keys()
-    for k, v in before.items():
-        assert torch.equal(after[k], v) if isinstance(v, torch.Tensor) else after[k] == v, k
-
-
 @FEWER
 @given(p=problems(torch.float64, min_batches=2), data=st.data())
 def test_replace_equals_a_stream_that_never_had_the_old_batch(p, data):
