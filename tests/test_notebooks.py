@@ -34,12 +34,6 @@ def test_there_is_one_notebook_per_experiment():
     assert {p.stem for p in NOTEBOOKS} == {"bounds", "convergence", "tradeoff", "retention", "cost"}
 
 
-def test_the_retention_notebook_runs():
-    """One notebook in the default suite (the fastest); all of them under -m slow."""
-    _execute(ROOT / "notebooks" / "retention.ipynb")
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_notebook_runs(path):
     _execute(path)
