@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 
+from .configs import config_from_dict
+
 TINY_MODELS = {"tiny-llama": "llama", "tiny-qwen2": "qwen2"}
 EDITOR_NAMES = ("rlsedit", "memit", "alphaedit", "rome", "ft")
 TABLE_METRICS = ("efficacy", "generalization", "specificity", "fluency", "consistency")
@@ -193,11 +195,7 @@ class EditRunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> EditRunConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise EditRunError(f"unknown EditRunConfig fields {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return config_from_dict(cls, data, EditRunError)
 
     def editor_options(self) -> dict:
         """The options of the chosen editor (each editor takes only its own)."""

@@ -22,11 +22,12 @@ import json
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
+from .configs import config_from_dict
 from .world import (
     WORLD_VERSION,
     World,
@@ -107,11 +108,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise TrainConfigError(f"unknown TrainConfig fields {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return config_from_dict(cls, data, TrainConfigError)
 
     def steps_for(self, n_sequences: int) -> int:
         return max(1, math.ceil(self.epochs * n_sequences / self.batch_size))

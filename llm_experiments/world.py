@@ -36,9 +36,10 @@ import hashlib
 import json
 import math
 import random
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .configs import config_from_dict
 from .requests import EditRequest
 
 # Bumped whenever the generator's output for a given config changes (wordings, sampling order):
@@ -162,11 +163,7 @@ class WorldConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> WorldConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise WorldConfigError(f"unknown WorldConfig fields {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return config_from_dict(cls, data, WorldConfigError)
 
     def digest(self) -> str:
         """A short hash of the config (worlds are fully determined by it)."""
