@@ -17,7 +17,9 @@ resolved to: model path, its metadata, the :class:`EditingConfig`), ``metrics.js
 per edited batch), ``after_stream/`` and ``along_stream/`` (the protocols' own files) and
 ``summary.json``: ``efficacy``, ``generalization``, ``specificity``, ``fluency``,
 ``consistency`` in percent as in the paper's table (fluency is 100 x the entropy in bits), their
-standard errors, and the timing. Figures and tables are drawn from these files only
+standard errors, the timing, and for a tiny model its general capability before and after the
+stream (:mod:`.world_capability`: the world's language apart from its facts; also at every
+along-stream checkpoint). Figures and tables are drawn from these files only
 (:mod:`.edit_table`).
 """
 
@@ -244,6 +246,7 @@ class LoadedTarget:
     corpus_texts: list[str] | None
     tfidf: Any
     resolved: dict
+    capability: dict = dataclasses.field(default_factory=dict)  # {name: fn(model, tokenizer) -> dict}
 
 
 def tiny_model_dir(config: EditRunConfig) -> tuple[Path, Any, Any]:
@@ -307,7 +310,12 @@ def load_target(config: EditRunConfig, *, progress: bool = True) -> LoadedTarget
     if config.stats_corpus is not None:
         texts = [line for line in Path(config.stats_corpus).read_text().splitlines() if line.strip()]
         resolved["stats_corpus"] = str(Path(config.stats_corpus).resolve())
-    return LoadedTarget(model, tokenizer, requests, texts, tfidf, resolved)
+    capability = {}
+    if world is not None:  # the tiny model's general capability: the world's language, apart from its facts
+        from .world_capability import world_capability
+
+        capability = world_capability(world)
+    return LoadedTarget(model, tokenizer, requests, texts, tfidf, resolved, capability)
 
 
 def _percent(summary: dict) -> dict:
@@ -368,12 +376,15 @@ def run_edit(config: EditRunConfig, out_dir: str | Path, *, progress: bool = Tru
                               cohort_batches=config.cohort_batches)
         along_eval = dataclasses.replace(evaluation, generation=config.along_generation)
         recorder = StreamRecorder(out / "along_stream", target.requests, along_eval, stream, tfidf=target.tfidf,
-                                  run_config=run_config)
+                                  capability=target.capability, run_config=run_config)
         t0 = time.perf_counter()
         recorder.checkpoint(target.model, target.tokenizer, 0)  # the cohorts before any edit
         eval_seconds += time.perf_counter() - t0
         cohort_sizes = {min(s, len(target.requests)) for s in stream.cohort_sizes().values()}
 
+    t0 = time.perf_counter()
+    capability_before = {name: fn(target.model, target.tokenizer) for name, fn in target.capability.items()}
+    eval_seconds += time.perf_counter() - t0
     session = EditingSession(target.model, target.tokenizer, editing, second_moments=moments)
     bar = tqdm(total=len(target.requests), desc=f"edit {config.editor}", unit="edit", disable=not progress)
     with (out / "metrics.jsonl").open("w") as metrics:
@@ -395,7 +406,7 @@ def run_edit(config: EditRunConfig, out_dir: str | Path, *, progress: bool = Tru
     t_edited = time.perf_counter()
     along = recorder.finish() if recorder is not None else None
     after = evaluate_after_stream(target.model, target.tokenizer, target.requests, evaluation, out / "after_stream",
-                                  tfidf=target.tfidf, run_config=run_config)
+                                  tfidf=target.tfidf, capability=target.capability, run_config=run_config)
     t_end = time.perf_counter()
     edit_seconds = t_edited - t_stats - eval_seconds
     summary = {
@@ -405,6 +416,7 @@ def run_edit(config: EditRunConfig, out_dir: str | Path, *, progress: bool = Tru
         "batch_size": config.batch_size,
         **_percent(after["edited"]),
         "after_stream": after["edited"],
+        "capability": {"before": capability_before, "after": after["capability"]},
         "config": {"run": config.to_dict(), "editing": editing.to_dict(), "resolved": target.resolved},
         "seconds": {"load_or_train": t_loaded - t_start, "statistics": t_stats - t_loaded,
                     "editing": edit_seconds, "along_stream_evaluation": eval_seconds,

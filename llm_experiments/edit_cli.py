@@ -129,7 +129,7 @@ def config_from_args(args: argparse.Namespace, editor: str) -> EditRunConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .edit_table import draw_figures, markdown_table, read_run
+    from .edit_table import draw_figures, read_run, report
 
     editors = args.editor
     try:
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
                                                        "consistency") if m in s)
         print(f"{config.editor}: {s['n_edits']} edits in {s['seconds']['total']:.0f} s: {cells} -> {run_dir}")
     summaries = [read_run(d) for d in dirs]
-    table = markdown_table(summaries)
+    table = report(summaries)
     print()
     print(table)
     if len(editors) > 1:

@@ -8,7 +8,12 @@ edits, percent, Fluency as 100 x bits), and, for runs made with ``--along-stream
 - ``metrics_vs_edits.png``: efficacy, generalization and specificity of the edits made so far,
   at each checkpoint of the stream;
 - ``cohort_retention.png``: each early-edit cohort's efficacy at every checkpoint from the one
-  where it was written (the first point is the cohort before any edit).
+  where it was written (the first point is the cohort before any edit);
+- ``capability_vs_edits.png``: general capability at each checkpoint, when the run recorded it
+  (tiny models: the world's language apart from its facts, :mod:`.world_capability`).
+
+:func:`capability_table` lists general capability before and after the stream (``summary.json``'s
+``capability``), one row per run.
 """
 
 from __future__ import annotations
@@ -62,6 +67,45 @@ def markdown_table(summaries: list[dict]) -> str:
         lines.append(f"| {label} | {s.get('n_edits', '-')} | "
                      + " | ".join(_cell(s, m) for m in TABLE_METRICS) + " |")
     return "\n".join(lines)
+
+
+#: capability measures drawn and tabulated: (measure, field, label, scale)
+CAPABILITY = (("template", "template_nll", "template NLL (nats/token)", 1.0),
+              ("template", "template_accuracy", "template accuracy, %", 100.0),
+              ("type", "type_accuracy", "type accuracy, %", 100.0))
+
+
+def _capability_value(record: dict, measure: str, field: str) -> float | None:
+    value = record.get(measure, {}).get(field) if isinstance(record, dict) else None
+    return None if value is None else float(value)
+
+
+def capability_table(summaries: list[dict]) -> str | None:
+    """Markdown: general capability before -> after the stream, one row per run (None if none has it)."""
+    rows = []
+    for label, s in zip(labels(summaries), summaries, strict=True):
+        cap = s.get("capability") or {}
+        cells = []
+        for measure, field, _, scale in CAPABILITY:
+            before = _capability_value(cap.get("before", {}), measure, field)
+            after = _capability_value(cap.get("after", {}), measure, field)
+            cells.append("-" if after is None else
+                         (f"{scale * after:.3f}" if before is None else f"{scale * before:.3f} -> {scale * after:.3f}"))
+        if any(c != "-" for c in cells):
+            rows.append(f"| {label} | {s.get('n_edits', '-')} | " + " | ".join(cells) + " |")
+    if not rows:
+        return None
+    head = "| Editor | Edits | " + " | ".join(lab for _, _, lab, _ in CAPABILITY) + " |"
+    return "\n".join([head, "|---|---|" + "---|" * len(CAPABILITY), *rows])
+
+
+def report(summaries: list[dict]) -> str:
+    """The main table, then the general-capability table when the runs recorded capability."""
+    table = markdown_table(summaries)
+    capability = capability_table(summaries)
+    if capability is not None:
+        table += "\n\nGeneral capability, before -> after the stream:\n\n" + capability
+    return table
 
 
 def read_along(path: str | Path) -> list[dict]:
@@ -128,6 +172,24 @@ def draw_figures(summaries: list[dict], out_dir: str | Path) -> list[Path]:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     written.append(path)
+
+    if any(h.get("capability") for lines in along.values() for h in lines):
+        fig, axes = plt.subplots(1, len(CAPABILITY), figsize=(4 * len(CAPABILITY), 3.2), sharex=True)
+        for ax, (measure, field, label, scale) in zip(axes, CAPABILITY, strict=True):
+            for editor, lines in along.items():
+                pts = [(h["n_edits"], scale * v) for h in lines
+                       if (v := _capability_value(h.get("capability", {}), measure, field)) is not None]
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), marker="o", label=editor)
+            ax.set_title(label)
+            ax.set_xlabel("edits made")
+            ax.grid(alpha=0.3)
+        axes[-1].legend(fontsize=8)
+        fig.tight_layout()
+        path = out / "capability_vs_edits.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
     return written
 
 
@@ -145,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         summaries = [read_run(d) for d in args.runs]
     except TableError as exc:
         raise SystemExit(f"rlsedit edit-table: {exc}") from exc
-    table = markdown_table(summaries)
+    table = report(summaries)
     print(table)
     if args.out:
         out = Path(args.out)

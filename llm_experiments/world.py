@@ -196,7 +196,7 @@ class World:
     def __init__(self, config: WorldConfig):
         self.config = config
         rng = random.Random(config.seed)
-        used: set[str] = set(_template_words())
+        used: set[str] = set(template_words())
 
         def new_word(n_syll: tuple[int, int], suffix: str = "") -> str:
             for _ in range(10_000):
@@ -251,7 +251,7 @@ class World:
 
     def vocabulary(self) -> list[str]:
         """Every word that occurs in the world's texts (for a word-level tokenizer), in a fixed order."""
-        words = list(_template_words())
+        words = list(template_words())
         words += list(self.first_names) + list(self.last_names)
         for rel in self.relations:
             words += list(rel.pool)
@@ -365,7 +365,8 @@ class World:
         return requests
 
 
-def _template_words() -> list[str]:
+def template_words() -> list[str]:
+    """Every word of the relations' wordings and questions, plus "." and "?" (no names, no objects)."""
     words: dict[str, None] = {".": None, "?": None}
     for spec in RELATION_SPECS:
         for text in (*spec.wordings, spec.question):

@@ -48,6 +48,21 @@ def test_every_editor_writes_a_summary_with_the_table_metrics(five_runs):
         assert set(s["retention"]) == {"first_1_batches"} and s["retention"]["first_1_batches"]["size"] == 3
 
 
+def test_general_capability_is_recorded_before_after_and_along_the_stream(five_runs):
+    for editor in EDITORS:
+        s = json.loads((five_runs / "runs" / editor / "summary.json").read_text())
+        for when in ("before", "after"):
+            cap = s["capability"][when]
+            assert 0.0 < cap["template"]["template_nll"] and 0.0 <= cap["type"]["type_accuracy"] <= 1.0
+        # the pre-edit capability does not depend on the editor
+        first = json.loads((five_runs / "runs" / EDITORS[0] / "summary.json").read_text())
+        assert s["capability"]["before"] == first["capability"]["before"]
+        lines = [json.loads(x) for x in
+                 (five_runs / "runs" / editor / "along_stream" / "metrics.jsonl").read_text().splitlines()]
+        assert lines[0]["n_edits"] == 0 and lines[0]["capability"] == s["capability"]["before"]
+        assert lines[-1]["capability"] == s["capability"]["after"]  # same model, same measures
+
+
 def test_the_cached_model_is_trained_once_then_reused(five_runs):
     reused = [json.loads((five_runs / "runs" / e / "config.json").read_text())["resolved"]["model_reused"]
               for e in EDITORS]
@@ -71,9 +86,15 @@ def test_editors_that_write_change_the_model_differently(five_runs):
 def test_table_and_figures_come_from_the_files(five_runs, capsys):
     table = (five_runs / "runs" / "table.md").read_text().splitlines()
     assert table[0].startswith("| Editor | Edits | Efficacy | Generalization | Specificity | Fluency | Consistency")
-    assert [row.split("|")[1].strip() for row in table[2:]] == list(EDITORS)
-    assert (five_runs / "runs" / "metrics_vs_edits.png").stat().st_size > 0
-    assert (five_runs / "runs" / "cohort_retention.png").stat().st_size > 0
+    assert [row.split("|")[1].strip() for row in table[2:2 + len(EDITORS)]] == list(EDITORS)
+    # then general capability, before -> after, from each summary's numbers
+    at = table.index("General capability, before -> after the stream:")
+    assert table[at + 2].startswith("| Editor | Edits | template NLL")
+    cap = read_run(five_runs / "runs" / "ft")["capability"]
+    nll = [cap[k]["template"]["template_nll"] for k in ("before", "after")]
+    assert f"| ft | 6 | {nll[0]:.3f} -> {nll[1]:.3f} |" in table[at + 4 + EDITORS.index("ft")]
+    for name in ("metrics_vs_edits", "cohort_retention", "capability_vs_edits"):
+        assert (five_runs / "runs" / f"{name}.png").stat().st_size > 0
     out = five_runs / "again" / "table.md"
     code = main(["edit-table", "--runs", *(str(five_runs / "runs" / e) for e in ("memit", "rlsedit")),
                  "--out", str(out)])
