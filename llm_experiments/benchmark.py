@@ -88,8 +88,12 @@ class EditRunConfig:
         along_generation: also Fluency and Consistency at the along-stream checkpoints (off by
             default: generation is most of the evaluation's time; the probabilities are cheap).
         max_length: generated length in tokens, prompt included (MEMIT: 100).
+        generation_every: Fluency and Consistency on every k-th edit of the stream (1: every edit,
+            as the papers; generation is most of the evaluation's time on long streams).
         along_stream: also protocol ``along_stream`` (checkpoints, early-edit cohorts).
         checkpoint_every: edits between along-stream checkpoints (0: only at cohorts and the end).
+        along_every: at each along-stream checkpoint, evaluate every k-th of the edits made so far
+            (1: all; cohorts are always evaluated in full).
         cohort_batches: cohort k = the edits of the first k batches.
         edit_seed: seed of the world's request order and new targets.
         people: people in the fact world (5 facts each; the 10,000-edit stream needs 2,000).
@@ -127,8 +131,10 @@ class EditRunConfig:
     generation: bool = True
     along_generation: bool = False
     max_length: int = 40
+    generation_every: int = 1
     along_stream: bool = False
     checkpoint_every: int = 0
+    along_every: int = 1
     cohort_batches: tuple[int, ...] = (1,)
     edit_seed: int = 0
     people: int = 300
@@ -153,7 +159,8 @@ class EditRunConfig:
             raise _bad("dataset", self.dataset, "the fact world is CounterFact-shaped; use 'counterfact'")
         if self.model not in TINY_MODELS and self.stats_corpus is None and self.editor != "ft":
             raise _bad("stats_corpus", None, "a checkpoint needs a text file for E[kk^T] (--stats-corpus)")
-        for name in ("n_edits", "batch_size", "ft_steps", "stats_tokens", "max_length", "threads", "people"):
+        for name in ("n_edits", "batch_size", "ft_steps", "stats_tokens", "max_length", "generation_every",
+                     "along_every", "threads", "people"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise _bad(name, v, "must be a positive integer")
@@ -366,14 +373,14 @@ def run_edit(config: EditRunConfig, out_dir: str | Path, *, progress: bool = Tru
     t_stats = time.perf_counter()
 
     evaluation = EvaluationConfig(dataset=config.dataset, generation=config.generation,
-                                  max_length=config.max_length)
+                                  max_length=config.max_length, generation_every=config.generation_every)
     run_config = {"run": config.to_dict(), "editing": editing.to_dict()}
     recorder = None
     eval_seconds = 0.0
     if config.along_stream:
         stream = StreamConfig(edit_batch_size=config.batch_size,
                               checkpoint_every=config.checkpoint_every or config.n_edits * config.batch_size,
-                              cohort_batches=config.cohort_batches)
+                              cohort_batches=config.cohort_batches, edited_every=config.along_every)
         along_eval = dataclasses.replace(evaluation, generation=config.along_generation)
         recorder = StreamRecorder(out / "along_stream", target.requests, along_eval, stream, tfidf=target.tfidf,
                                   capability=target.capability, run_config=run_config)

@@ -98,6 +98,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip Fluency and Consistency (text generation, the slow part of the evaluation)")
     g.add_argument("--max-length", type=int, default=_D.max_length,
                    help="generated text length in tokens, prompt included (MEMIT: 100)")
+    g.add_argument("--generation-every", type=int, default=_D.generation_every, metavar="K",
+                   help="Fluency and Consistency on every K-th edit only (1: all, as the papers; generation "
+                        "is most of the evaluation time on a long stream)")
     g.add_argument("--along-stream", action="store_true",
                    help="also evaluate along the stream: the edits so far and early-edit cohorts at checkpoints")
     g.add_argument("--along-generation", action="store_true",
@@ -105,6 +108,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-every", type=int, default=_D.checkpoint_every,
                    help="edits between along-stream checkpoints, a multiple of --batch-size (0: only when a "
                         "cohort is complete and at the end)")
+    g.add_argument("--along-every", type=int, default=_D.along_every, metavar="K",
+                   help="at each along-stream checkpoint, evaluate every K-th of the edits made so far "
+                        "(1: all; cohorts are always evaluated in full)")
     g.add_argument("--cohorts", type=_ints, default=_D.cohort_batches,
                    help="early-edit cohorts as numbers of first batches, comma-separated")
     g = p.add_argument_group("machine")
@@ -122,7 +128,8 @@ def config_from_args(args: argparse.Namespace, editor: str) -> EditRunConfig:
         kl_factor=args.kl_factor, clamp_factor=args.clamp_factor, value_weight_decay=args.value_weight_decay,
         context=args.context, snippets=args.snippets, stats_corpus=args.stats_corpus, stats_tokens=args.stats_tokens,
         generation=not args.no_generation, max_length=args.max_length, along_stream=args.along_stream,
-        along_generation=args.along_generation,
+        along_generation=args.along_generation, generation_every=args.generation_every,
+        along_every=args.along_every,
         checkpoint_every=args.checkpoint_every, cohort_batches=args.cohorts, edit_seed=args.edit_seed,
         people=args.people,
         quick=args.quick, cache_dir=args.cache, threads=args.threads, device=args.device)

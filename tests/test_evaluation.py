@@ -109,6 +109,26 @@ def test_checkpoints_equal_direct_calls_and_give_retention(model, tok, tmp_path)
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
 
 
+def test_edited_every_k_th_samples_the_edits_so_far_and_keeps_cohorts_whole(model, tok, tmp_path):
+    requests = load_zsre(FIXTURES / "zsre_mend_eval.json") * 4  # eight requests, batches of one
+    stream = StreamConfig(edit_batch_size=1, checkpoint_every=1, cohort_batches=(3,), edited_every=3)
+    recorder = StreamRecorder(tmp_path, requests, EvaluationConfig(dataset="zsre"), stream)
+    for n in (0, 2, 3, 8):
+        with torch.no_grad():
+            model.lm_head.weight.mul_(1.3).add_(0.05)
+        line = recorder.checkpoint(model, tok, n)
+        direct = zsre_metrics(model, tok, requests)
+        if n:
+            assert line["edited"] == summarize(direct[0:n:3])
+            assert line["edited"]["efficacy"]["n"] == len(range(0, n, 3))
+        if n != 2:  # the cohort appears before any edit and once complete
+            assert line["cohorts"]["first_3_batches"]["metrics"] == summarize(direct[:3])
+        else:
+            assert line["cohorts"] == {}
+    with pytest.raises(EvaluationError, match="edited_every must be a positive integer"):
+        StreamConfig(edited_every=0)
+
+
 def test_run_along_stream_calls_the_editor_batch_by_batch(model, tok, tmp_path):
     requests = load_zsre(FIXTURES / "zsre_mend_eval.json") * 3  # six requests
     seen = []

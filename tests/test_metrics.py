@@ -311,3 +311,21 @@ def test_summary_is_mean_and_standard_error(values):
     else:
         assert s["sem"] is None
     assert as_percent({"efficacy": s})["efficacy"][0] == pytest.approx(100 * s["mean"])
+
+
+def test_generation_every_k_th_request_is_the_full_run_sliced(llama, tok):
+    stats = TfidfStats.fit(["Danielle Darrieux speaks English", "English is spoken in London", "French Paris"])
+    reqs = [request(i, generation_prompts=("Danielle Darrieux speaks",), reference_texts=("She speaks English .",))
+            for i in range(5)]
+    full = counterfact_metrics(llama, tok, reqs, generation=True, tfidf=stats, max_length=8, seed=1)
+    every = counterfact_metrics(llama, tok, reqs, generation=True, tfidf=stats, max_length=8, seed=1,
+                                generation_every=2)
+    for i, (a, b) in enumerate(zip(full, every, strict=True)):
+        if i % 2 == 0:
+            assert a == b
+        else:  # probabilities kept, generation skipped
+            assert "fluency" not in b and "consistency" not in b
+            assert {k: v for k, v in a.items() if k not in ("fluency", "consistency")} == b
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(MetricError, match="generation_every must be a positive integer"):
+            counterfact_metrics(llama, tok, reqs, generation=True, tfidf=stats, generation_every=bad)
