@@ -11,21 +11,26 @@ from __future__ import annotations
 import torch
 
 import rlsedit
-from rlsedit.base import Editor
+from rlsedit.base import Editor, weight_fingerprint
 
 
-def _state_like(editor_cls: type[Editor], tiny_kwargs: dict, tensors: dict[str, torch.Tensor]) -> dict:
-    """A state dict for ``editor_cls`` whose tensors are replaced by ``tensors``.
+def _state_like(editor_cls: type[Editor], tiny_kwargs: dict, W0: torch.Tensor, buffers: dict[str, torch.Tensor],
+                *, keep_W0: bool = True) -> dict:
+    """A state dict for ``editor_cls`` with W = W0 and the given buffers.
 
     The template comes from a real 2 x 1 editor, so every other entry (format version, counters,
-    hyperparameters) is what the class itself writes.
+    hyperparameters) is what the class itself writes; with ``keep_W0=False`` it holds W0's
+    fingerprint in place of W0, as such an editor does.
     """
-    dtype = tensors["W0"].dtype
-    template = editor_cls(torch.zeros(2, 1, dtype=dtype), **tiny_kwargs).state_dict()
-    unknown = set(tensors) - set(template)
+    template = editor_cls(torch.zeros(2, 1, dtype=W0.dtype), keep_W0=keep_W0, **tiny_kwargs).state_dict()
+    unknown = set(buffers) - set(template)
     if unknown:
         raise KeyError(f"{editor_cls.__name__}'s state has no entries {sorted(unknown)}")
-    template.update(tensors)
+    template.update(buffers, W=W0)
+    if keep_W0:
+        template["W0"] = W0
+    else:
+        template["W0_fingerprint"] = weight_fingerprint(W0)
     return template
 
 
@@ -38,32 +43,30 @@ def identity(d_k: int, dtype: torch.dtype) -> torch.Tensor:
     return torch.eye(d_k, dtype=dtype)
 
 
-def rls_editor(W0: torch.Tensor) -> rlsedit.RLSEditor:
-    """``RLSEditor(W0, lam=1.0)``: C_0 = I, W_0* = W0."""
+def rls_editor(W0: torch.Tensor, *, keep_W0: bool = True) -> rlsedit.RLSEditor:
+    """``RLSEditor(W0, lam=1.0, keep_W0=keep_W0)``: C_0 = I, W_0* = W0."""
     d_k = W0.shape[0]
-    state = _state_like(rlsedit.RLSEditor, {"lam": 1.0},
-                        {"W0": W0, "W": W0, "C": identity(d_k, W0.dtype)})
+    state = _state_like(rlsedit.RLSEditor, {"lam": 1.0}, W0, {"C": identity(d_k, W0.dtype)}, keep_W0=keep_W0)
     return rlsedit.RLSEditor.from_state_dict(state)
 
 
-def memit_editor(W0: torch.Tensor) -> rlsedit.MEMITEditor:
-    """``MEMITEditor(W0, lam=1.0)``: every batch is written from C_0 = I."""
+def memit_editor(W0: torch.Tensor, *, keep_W0: bool = True) -> rlsedit.MEMITEditor:
+    """``MEMITEditor(W0, lam=1.0, keep_W0=keep_W0)``: every batch is written from C_0 = I."""
     d_k = W0.shape[0]
-    state = _state_like(rlsedit.MEMITEditor, {"lam": 1.0},
-                        {"W0": W0, "W": W0, "C0": identity(d_k, W0.dtype)})
+    state = _state_like(rlsedit.MEMITEditor, {"lam": 1.0}, W0, {"C0": identity(d_k, W0.dtype)}, keep_W0=keep_W0)
     return rlsedit.MEMITEditor.from_state_dict(state)
 
 
-def alphaedit_editor(W0: torch.Tensor) -> rlsedit.AlphaEditEditor:
+def alphaedit_editor(W0: torch.Tensor, *, keep_W0: bool = True) -> rlsedit.AlphaEditEditor:
     """``AlphaEditEditor`` with projector P = I (an anchor whose Gram is below the threshold).
 
     Its per-batch cost (a d_k x d_k product and a d_k x d_k solve) does not depend on P's values.
     """
     d_k = W0.shape[0]
     anchor = torch.zeros(1, 2, dtype=W0.dtype)
-    state = _state_like(rlsedit.AlphaEditEditor, {"anchor_keys": anchor},
-                        {"W0": W0, "W": W0, "P": identity(d_k, W0.dtype),
-                         "past_gram": torch.zeros(d_k, d_k, dtype=W0.dtype)})
+    state = _state_like(rlsedit.AlphaEditEditor, {"anchor_keys": anchor}, W0,
+                        {"P": identity(d_k, W0.dtype), "past_gram": torch.zeros(d_k, d_k, dtype=W0.dtype)},
+                        keep_W0=keep_W0)
     return rlsedit.AlphaEditEditor.from_state_dict(state)
 
 

@@ -3,8 +3,9 @@
 Peak resident memory is a property of a whole process, so each case gets a fresh one. The process
 
 1. imports torch and rlsedit and records its resident set (the interpreter's own memory);
-2. builds the editor (``RLSEditor(W0, lam=1.0)``, see :mod:`benchmarks.cases`), then resets the
-   kernel's peak counter (``/proc/self/clear_refs``, Linux), so the construction's transient
+2. builds the editor (``RLSEditor(W0, lam=1.0, keep_W0=False)``, see :mod:`benchmarks.cases`;
+   ``--keep-W0`` keeps the editor's copy of W0, the default of the class) from a W0 that is then
+   freed, and resets the kernel's peak counter (``/proc/self/clear_refs``, Linux), so the construction's transient
    copies are not counted;
 3. streams ``--batches`` batches and records the resident set after each one and the peak.
 
@@ -49,10 +50,10 @@ def reset_peak() -> None:
     CLEAR_REFS.write_text("5")
 
 
-def measure(d_k: int, d_v: int, u: int, dtype: torch.dtype, batches: int, seed: int) -> dict:
+def measure(d_k: int, d_v: int, u: int, dtype: torch.dtype, batches: int, seed: int, keep_W0: bool = False) -> dict:
     gc.collect()
     baseline = rss()
-    editor = rls_editor(random_weight(d_k, d_v, dtype, seed))
+    editor = rls_editor(random_weight(d_k, d_v, dtype, seed), keep_W0=keep_W0)
     gc.collect()
     reset_peak()
     start = rss()
@@ -67,8 +68,9 @@ def measure(d_k: int, d_v: int, u: int, dtype: torch.dtype, batches: int, seed: 
     floor = (d_k * d_k + d_k * d_v) * item
     return {
         "d_k": d_k, "d_v": d_v, "u": u, "dtype": str(dtype).removeprefix("torch."), "batches": batches,
+        "keep_W0": keep_W0,
         "floor_bytes": floor,
-        "editor_bytes": (d_k * d_k + 2 * d_k * d_v) * item,  # C, W and the editor's copy of W0
+        "editor_bytes": floor + (d_k * d_v * item if keep_W0 else 0),  # C, W and the editor's copy of W0, if kept
         "baseline_rss_bytes": baseline,
         "start_rss_bytes": start,
         "peak_rss_bytes": peak,
@@ -85,12 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, required=True, help="batches to stream")
     p.add_argument("--seed", type=int, default=0, help="seed of W0 and of the batches")
     p.add_argument("--threads", type=int, required=True, help="torch threads")
+    p.add_argument("--keep-W0", action="store_true",
+                   help="build the editor with keep_W0=True (it keeps a copy of W0); default keep_W0=False")
     args = p.parse_args(argv)
     if not (STATUS.exists() and CLEAR_REFS.exists()):
         print("memory cases need Linux's /proc/self/status and /proc/self/clear_refs", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    out = measure(args.d_k, args.d_v, args.u, getattr(torch, args.dtype), args.batches, args.seed)
+    out = measure(args.d_k, args.d_v, args.u, getattr(torch, args.dtype), args.batches, args.seed,
+                  keep_W0=args.keep_W0)
     print(json.dumps(out))
     return 0
 

@@ -14,6 +14,7 @@ Results are plain dicts, written by :func:`write_results` as ``results.json`` an
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import statistics
@@ -63,6 +64,7 @@ class BenchConfig:
     memory_sizes: tuple[tuple[int, int], ...] = ((1024, 256), (4096, 1024))
     memory_u: int = 100
     memory_batches: int = 10
+    memory_keep_W0: tuple[bool, ...] = (False, True)  # the editor without its copy of W0, and with it
     long: bool = False  # the 10,000-edit stream at the Llama-3-8B size
     long_size: tuple[int, int] = LLAMA3_8B
     long_batches: int = 100
@@ -88,6 +90,8 @@ class BenchConfig:
                      "precision_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not all(isinstance(k, bool) for k in self.memory_keep_W0):
+            raise ValueError(f"memory_keep_W0 must hold True or False, got {self.memory_keep_W0}")
         if self.history_window > 100 or self.history_batches < 100 + self.history_window:
             raise ValueError("history_window must be <= 100 and history_batches >= 100 + history_window: "
                              "the windows are around batch 100 and at the end")
@@ -285,18 +289,23 @@ def resolve_cases(cfg: BenchConfig, log: Callable[[str], None]) -> list[dict]:
 # -- 5. memory ---------------------------------------------------------------------------------
 
 def memory_cases(cfg: BenchConfig, log: Callable[[str], None]) -> list[dict]:
-    """One fresh process per case (:mod:`benchmarks.memory_case`): peak RSS against C + W."""
+    """One fresh process per case (:mod:`benchmarks.memory_case`): peak RSS against C + W.
+
+    Each size and dtype is measured with the editor built with ``keep_W0=False`` and ``True``
+    (``cfg.memory_keep_W0``): the target's configuration, and the class's default.
+    """
     root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     out = []
     for d_k, d_v in cfg.memory_sizes:
-        for name in cfg.dtypes:
+        for name, keep_W0 in itertools.product(cfg.dtypes, cfg.memory_keep_W0):
             cmd = [sys.executable, "-m", "benchmarks.memory_case", "--d-k", str(d_k), "--d-v", str(d_v),
                    "--u", str(cfg.memory_u), "--dtype", name, "--batches", str(cfg.memory_batches),
                    "--seed", str(cfg.seed), "--threads", str(torch.get_num_threads())]
+            cmd += ["--keep-W0"] if keep_W0 else []
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
             if proc.returncode != 0:
-                raise RuntimeError(f"memory case {d_k}x{d_v} {name} failed:\n{proc.stderr}")
+                raise RuntimeError(f"memory case {d_k}x{d_v} {name} keep_W0={keep_W0} failed:\n{proc.stderr}")
             case = json.loads(proc.stdout)
             used = case["peak_rss_bytes"] - case["baseline_rss_bytes"]
             after = case["rss_after_batch_bytes"]
@@ -306,8 +315,9 @@ def memory_cases(cfg: BenchConfig, log: Callable[[str], None]) -> list[dict]:
             case["growth_bytes"] = after[-1] - after[0]
             case["rss_range_bytes"] = max(after) - min(after)
             case["load"] = machine.load()
-            log(f"memory {d_k}x{d_v} {name}: peak {used / 2**20:.0f} MiB = {case['peak_over_floor']:.3f}x "
-                f"C + W, growth {case['growth_bytes'] / 2**20:.1f} MiB over {len(after)} batches")
+            log(f"memory {d_k}x{d_v} {name} keep_W0={keep_W0}: peak {used / 2**20:.0f} MiB = "
+                f"{case['peak_over_floor']:.3f}x C + W, growth {case['growth_bytes'] / 2**20:.1f} MiB "
+                f"over {len(after)} batches")
             out.append(case)
     return out
 

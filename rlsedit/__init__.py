@@ -7,7 +7,7 @@ Row convention throughout (PAPER.md section 2): W is (d_k, d_v), keys K are (u, 
 """
 
 from .anchor import Anchor
-from .base import Editor, StateDictError, UpdateRecord
+from .base import Editor, StateDictError, UpdateRecord, weight_fingerprint
 from .baselines import AlphaEditEditor, FTEditor, MEMITEditor, ROMEEditor, null_space_projector
 from .checkpoint import atomic_write, load_checkpoint, load_editor, save_editor
 from .closed_form import ObjectiveValue, batch_solve, objective
@@ -26,6 +26,7 @@ from .errors import (
     RefactorizationError,
     RLSEditError,
     ShapeError,
+    W0NotKeptError,
 )
 from .health import Health, diagnose
 from .registry import EDITORS, editor_from_state_dict, make_editor
@@ -60,6 +61,7 @@ __all__ = [
     "StateDictError",
     "SyntheticStream",
     "UpdateRecord",
+    "W0NotKeptError",
     "__version__",
     "atomic_write",
     "batch_solve",
@@ -72,4 +74,5 @@ __all__ = [
     "objective",
     "run_stream",
     "save_editor",
+    "weight_fingerprint",
 ]

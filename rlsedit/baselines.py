@@ -13,6 +13,9 @@ AlphaEdit   min_{D in range(P)} ||K_t (W_{t-1}+D) - V_t||^2 + l2||D||^2 + ||Kp D
 ROME        min ||W-W_{t-1}||_{A_0}^2  s.t.  k^T W = v^T, one key at a time     nothing
 FT          projected gradient descent on 1/2 ||K_t W - V_t||^2                   nothing
 ==========  ==============================================================  ===================
+
+Each takes ``keep_W0`` like RLSEditor: their steps start from W_{t-1} and never read W0, so
+``keep_W0=False`` drops it after construction (FT refuses it with a ``norm_bound``, which reads W0).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from .recursion import _guard_products, initial_inverse, rls_write
 
 
 def _prior_inverse(editor: Editor, lam: float, mu: float, anchor_keys: Any, anchor_gram: Any) -> torch.Tensor:
-    anchor = resolve_anchor(editor.W0, anchor_keys=anchor_keys, anchor_gram=anchor_gram)
+    anchor = resolve_anchor(editor._W0, anchor_keys=anchor_keys, anchor_gram=anchor_gram)
     if mu > 0 and anchor is None:
         raise AnchorError("mu > 0 needs an anchor: pass anchor_keys or anchor_gram")
     return initial_inverse(editor.d_k, lam, mu, anchor, editor.dtype, editor.device)
@@ -52,11 +55,12 @@ class MEMITEditor(Editor):
     _buffers = ("C0",)
 
     def __init__(self, W0: Any, *, lam: float = 0.0, mu: float = 0.0, anchor_keys: Any = None,
-                 anchor_gram: Any = None, dtype: Any = None) -> None:
-        super().__init__(W0, dtype=dtype)
+                 anchor_gram: Any = None, dtype: Any = None, keep_W0: bool = True) -> None:
+        super().__init__(W0, dtype=dtype, keep_W0=keep_W0)
         self.lam = as_weight(lam, "lam")
         self.mu = as_weight(mu, "mu")
         self._C0 = _prior_inverse(self, self.lam, self.mu, anchor_keys, anchor_gram)
+        self._release_W0()
 
     @property
     def C(self) -> torch.Tensor:
@@ -91,11 +95,12 @@ class ROMEEditor(Editor):
     _buffers = ("C0",)
 
     def __init__(self, W0: Any, *, lam: float = 0.0, mu: float = 0.0, anchor_keys: Any = None,
-                 anchor_gram: Any = None, dtype: Any = None) -> None:
-        super().__init__(W0, dtype=dtype)
+                 anchor_gram: Any = None, dtype: Any = None, keep_W0: bool = True) -> None:
+        super().__init__(W0, dtype=dtype, keep_W0=keep_W0)
         self.lam = as_weight(lam, "lam")
         self.mu = as_weight(mu, "mu")
         self._C0 = _prior_inverse(self, self.lam, self.mu, anchor_keys, anchor_gram)
+        self._release_W0()
 
     @property
     def C(self) -> torch.Tensor:
@@ -145,8 +150,8 @@ class AlphaEditEditor(Editor):
     _buffers = ("P", "past_gram")
 
     def __init__(self, W0: Any, *, anchor_keys: Any = None, anchor_gram: Any = None,
-                 threshold: float = 1e-2, l2: float = 10.0, dtype: Any = None) -> None:
-        super().__init__(W0, dtype=dtype)
+                 threshold: float = 1e-2, l2: float = 10.0, dtype: Any = None, keep_W0: bool = True) -> None:
+        super().__init__(W0, dtype=dtype, keep_W0=keep_W0)
         self.l2 = as_weight(l2, "l2")
         self.threshold = as_weight(threshold, "threshold")
         if self.l2 == 0.0:
@@ -156,6 +161,7 @@ class AlphaEditEditor(Editor):
             raise AnchorError("AlphaEdit needs an anchor (anchor_keys or anchor_gram) for its projector")
         self._P = null_space_projector(anchor.gram, self.threshold)
         self._past_gram = torch.zeros(self.d_k, self.d_k, dtype=self.dtype, device=self.device)
+        self._release_W0()
 
     @property
     def P(self) -> torch.Tensor:
@@ -199,15 +205,16 @@ class FTEditor(Editor):
         W <- Proj( W - (lr / ||K||_2^2) K^T (K W - V) ),   Proj: clamp to |W - W0| <= norm_bound
 
     (entrywise; no clamp when ``norm_bound`` is None). The step is normalised by the largest
-    curvature ||K||_2^2, so lr in (0, 2) is stable and lr = 1 is the usual choice.
+    curvature ||K||_2^2, so lr in (0, 2) is stable and lr = 1 is the usual choice. The clamp reads
+    W0 at every batch: ``keep_W0=False`` is refused with a ``norm_bound``.
     """
 
     name = "ft"
     _params = ("steps", "lr", "norm_bound")
 
     def __init__(self, W0: Any, *, steps: int = 25, lr: float = 1.0, norm_bound: float | None = None,
-                 dtype: Any = None) -> None:
-        super().__init__(W0, dtype=dtype)
+                 dtype: Any = None, keep_W0: bool = True) -> None:
+        super().__init__(W0, dtype=dtype, keep_W0=keep_W0)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ParameterError(f"steps must be a positive int, got {steps!r}")
         self.steps = steps
@@ -215,6 +222,13 @@ class FTEditor(Editor):
         if not 0.0 < self.lr < 2.0:
             raise ParameterError(f"lr must be in (0, 2) (it is relative to 1/||K||_2^2), got {self.lr}")
         self.norm_bound = None if norm_bound is None else as_weight(norm_bound, "norm_bound")
+        self._check_keep_W0()
+        self._release_W0()
+
+    def _needs_W0(self) -> str | None:
+        if self.norm_bound is None:
+            return None
+        return "norm_bound clamps every step to |W - W0| <= norm_bound, so it reads W0 at every batch"
 
     def _update(self, K: torch.Tensor, V: torch.Tensor) -> tuple[float, float]:
         before = float(torch.linalg.vector_norm(V - K @ self._W))

@@ -1,12 +1,15 @@
 """Durable editor state: safetensors checkpoints, written atomically and verified when read.
 
 A checkpoint is one safetensors file. Its tensors are the editor's state tensors (``W0``, ``W`` and
-the editor's buffers, e.g. RLSEditor's ``C``), stored bit for bit; its metadata (strings) holds
+the editor's buffers, e.g. RLSEditor's ``C``), stored bit for bit; an editor built with
+``keep_W0=False`` has no ``W0`` tensor and stores W0's fingerprint in ``state`` instead. Its
+metadata (strings) holds
 
     format            "rlsedit-checkpoint", format_version "1"
     rlsedit_version   the package version that wrote it; torch_version likewise
     editor            the editor's name ("rlsedit", "memit", ...)
-    state             JSON of the state's scalars: hyperparameters, n_rows, n_batches
+    state             JSON of the state's scalars: hyperparameters, n_rows, n_batches, and with
+                      keep_W0=False "W0_fingerprint" (sha256 of W0's dtype, shape and bytes)
     dtype, shape      the editor's dtype and (d_k, d_v)
     tensors           JSON {name: [dtype, shape]} of every tensor
     strides           JSON {name: stride}: the memory layout, restored on load (a transposed C
@@ -20,7 +23,12 @@ Writing goes through :func:`atomic_write`: a temporary file in the same director
 fsynced, then renamed over the target, then the directory fsynced. A reader sees the old file or the
 new one, never a mixture, whenever the writer is killed. Reading checks the header, the file size
 against the tensors it declares, the checksum, and what the caller expects (editor, shape, dtype,
-W0); anything that does not match raises :class:`~rlsedit.errors.CheckpointError` saying what.
+W0, or W0's fingerprint); anything that does not match raises :class:`~rlsedit.errors.CheckpointError`
+saying what.
+
+The format version stays "1" with ``keep_W0=False``: a checkpoint with W0 is byte for byte what it
+was before the option existed, and a reader that predates it refuses one without W0 (its state
+"misses ['W0']") rather than misreading it.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from typing import Any, BinaryIO
 import torch
 
 from ._validate import as_tensor, resolve_dtype
-from .base import Editor
+from .base import Editor, weight_fingerprint
 from .errors import CheckpointError, MissingCheckpointError, RLSEditError
 
 FORMAT = "rlsedit-checkpoint"
@@ -281,7 +289,7 @@ def load_checkpoint(path: Path | str, *, editor: str | None = None, shape: tuple
         dtype: the expected dtype; None accepts any.
         W0: the pre-trained weight of the layer being resumed; if given, the checkpoint's W0 must
             equal it (cast to the checkpoint's dtype) exactly, or the checkpoint belongs to another
-            model or layer.
+            model or layer. A checkpoint saved with ``keep_W0=False`` is checked by fingerprint.
         device: where to put the editor's tensors (default CPU).
 
     Raises:
@@ -340,14 +348,23 @@ def load_checkpoint(path: Path | str, *, editor: str | None = None, shape: tuple
         raise CheckpointError(f"{path} does not describe a valid {name!r} editor: {exc}") from exc
     if W0 is not None:
         W0 = as_tensor(W0, "W0", dtype=ed.dtype)
-        if tuple(W0.shape) != tuple(ed.W0.shape):
-            raise CheckpointError(f"{path} is for W0 of shape {tuple(ed.W0.shape)}, expected {tuple(W0.shape)}")
-        if not torch.equal(W0.cpu(), ed.W0.cpu()):
-            gap = float((W0.cpu().double() - ed.W0.cpu().double()).abs().max())
-            raise CheckpointError(
-                f"{path} was made from another W0 (max |difference| = {gap:.3e}): it belongs to "
-                "another model or layer"
-            )
+        if tuple(W0.shape) != (ed.d_k, ed.d_v):
+            raise CheckpointError(f"{path} is for W0 of shape {(ed.d_k, ed.d_v)}, expected {tuple(W0.shape)}")
+        if ed.keep_W0:
+            if not torch.equal(W0.cpu(), ed.W0.cpu()):
+                gap = float((W0.cpu().double() - ed.W0.cpu().double()).abs().max())
+                raise CheckpointError(
+                    f"{path} was made from another W0 (max |difference| = {gap:.3e}): it belongs to "
+                    "another model or layer"
+                )
+        else:
+            given = weight_fingerprint(W0)
+            if given != ed.W0_fingerprint:
+                raise CheckpointError(
+                    f"{path} was made from another W0 (saved with keep_W0=False, its W0 fingerprint "
+                    f"{ed.W0_fingerprint} is not the given W0's {given}): it belongs to another model "
+                    "or layer"
+                )
     if device is not None:
         ed = EDITORS[name].from_state_dict({k: (v.to(device) if isinstance(v, torch.Tensor) else v)
                                             for k, v in ed.state_dict().items()})

@@ -47,10 +47,16 @@ class RLSEditor(Editor):
             recursion, and rebuild C_t and W_t from it after every ``refactor_every``-th batch
             (:meth:`refactorize`; costs a float64 (d_k, d_k) matrix and O(d_k^3) per rebuild).
             C_0 is then also formed from the float64 prior.
+        keep_W0: keep a copy of W0 (default). False drops it once the editor is built, saving
+            d_k x d_v numbers: the recursion never reads W0. The editor then keeps W0's
+            fingerprint (checkpoints are still checked against the layer they are resumed on) and
+            its ``W0`` property raises :class:`W0NotKeptError`. Not possible with
+            ``refactor_every``, whose rebuild reads W0.
 
     Raises:
         NoUniqueSolutionError: lam I + mu G is singular (lam = 0 and a singular anchor Gram).
         AnchorError, ShapeError, DTypeError, NonFiniteError: bad arguments, named in the message.
+        ParameterError: a bad lam, mu or refactor_every, or keep_W0=False with refactor_every.
 
     Example:
         >>> import torch, rlsedit
@@ -81,11 +87,13 @@ class RLSEditor(Editor):
         anchor_cross: Any = None,
         dtype: Any = None,
         refactor_every: int | None = None,
+        keep_W0: bool = True,
     ) -> None:
-        super().__init__(W0, dtype=dtype)
+        super().__init__(W0, dtype=dtype, keep_W0=keep_W0)
         self.lam = as_weight(lam, "lam")
         self.mu = as_weight(mu, "mu")
         self.refactor_every = _as_period(refactor_every, "refactor_every")
+        self._check_keep_W0()
         anchor = resolve_anchor(self._W0, anchor_keys=anchor_keys, anchor_values=anchor_values,
                                 anchor_gram=anchor_gram, anchor_cross=anchor_cross)
         if self.mu > 0 and anchor is None:
@@ -96,6 +104,13 @@ class RLSEditor(Editor):
                              if self.refactor_every is not None else None)
         if self._information is not None:
             self.refactorize()  # C_0 from the float64 A_0 too: forming it in float32 costs eps * cond(A_0)
+        self._release_W0()
+
+    def _needs_W0(self) -> str | None:
+        if self.refactor_every is None:
+            return None
+        return ("refactor_every accumulates B_t = sum K_i^T (V_i - K_i W0) and rebuilds "
+                "W_t = W0 + A_t^{-1} B_t, so it reads W0 at every batch")
 
     @property
     def C(self) -> torch.Tensor:

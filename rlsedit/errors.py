@@ -64,3 +64,11 @@ class RefactorizationError(RLSEditError, ArithmeticError):
 
 class ParameterError(RLSEditError, ValueError):
     """A hyperparameter or option is out of range or of the wrong kind (e.g. lam < 0, steps = 0)."""
+
+
+class W0NotKeptError(RLSEditError, AttributeError):
+    """The editor was built with ``keep_W0=False``: it holds W0's fingerprint, not W0 itself.
+
+    Pass W0 from where it lives (the model's layer) to whatever needs it, or build the editor with
+    ``keep_W0=True`` (the default).
+    """

@@ -181,6 +181,28 @@ def test_every_editor_keeps_dtype_and_round_trips_its_state(name, dtype):
     assert (ed.n_rows, ed.n_batches) == (clone.n_rows, clone.n_batches) == (6, 3)
 
 
+@pytest.mark.parametrize("name", sorted(rlsedit.EDITORS))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@given(seed=st.integers(0, 2**32 - 1), d=st.integers(1, 8), n_batches=st.integers(1, 4))
+def test_every_editor_edits_the_same_bits_without_its_copy_of_W0(name, dtype, seed, d, n_batches):
+    rng = np.random.default_rng(seed)
+    W0 = torch.as_tensor(rng.standard_normal((d, 3))).to(dtype)
+    K0 = torch.as_tensor(rng.standard_normal((d + 2, d))).to(dtype)
+    kwargs = {"alphaedit": {"anchor_keys": K0[:1], "threshold": 1e-4}, "ft": {"steps": 5}}.get(
+        name, {"lam": 0.5, "mu": 1.0, "anchor_keys": K0})
+    kept = rlsedit.make_editor(name, W0, **kwargs)
+    dropped = rlsedit.make_editor(name, W0, keep_W0=False, **kwargs)
+    assert dropped._W0 is None and dropped.W0_fingerprint == kept.W0_fingerprint
+    for _ in range(n_batches):
+        K = torch.as_tensor(rng.standard_normal((2, d))).to(dtype)
+        V = torch.as_tensor(rng.standard_normal((2, 3))).to(dtype)
+        assert kept.update(K, V) == dropped.update(K, V)
+        assert torch.equal(kept.W, dropped.W)
+    state = dropped.state_dict()
+    assert "W0" not in state and state["W0_fingerprint"] == kept.W0_fingerprint
+    assert kept.state_dict().keys() - {"W0"} == state.keys() - {"W0_fingerprint"}
+
+
 def test_make_editor_refuses_unknown_names_and_options():
     W0 = np.eye(3)
     with pytest.raises(ValueError, match="unknown editor 'nope'"):

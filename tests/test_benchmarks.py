@@ -29,6 +29,11 @@ def test_editors_built_from_state_equal_the_constructed_ones():
             fast.update(K, V)
             built.update(K, V)
         torch.testing.assert_close(fast.W, built.W, rtol=1e-12, atol=1e-12)
+    for make, cls, kwargs in ((rls_editor, rlsedit.RLSEditor, {"lam": 1.0}),
+                              (memit_editor, rlsedit.MEMITEditor, {"lam": 1.0})):
+        fast, built = make(W0, keep_W0=False), cls(W0, keep_W0=False, **kwargs)
+        assert not fast.keep_W0 and fast.state_dict().keys() == built.state_dict().keys()
+        assert fast.W0_fingerprint == built.W0_fingerprint
 
 
 def test_the_per_batch_resolve_solves_the_same_objective():
@@ -65,7 +70,9 @@ def test_a_tiny_run_writes_valid_results(tmp_path):
     assert loaded["history"]["batches"] == 260 and loaded["history"]["ratio"] > 0
     assert len(loaded["history"]["pair_ratios"]) == 40
     assert {c["u"] for c in loaded["resolve"]} == {1, 3}
-    assert loaded["memory"][0]["floor_bytes"] == (24 * 24 + 24 * 4) * 8
+    assert [c["keep_W0"] for c in loaded["memory"]] == [False, True]
+    assert [c["floor_bytes"] for c in loaded["memory"]] == [(24 * 24 + 24 * 4) * 8] * 2
+    assert [c["editor_bytes"] for c in loaded["memory"]] == [(24 * 24 + 24 * 4) * 8, (24 * 24 + 2 * 24 * 4) * 8]
     assert len(loaded["memory"][0]["rss_after_batch_bytes"]) == 2
     assert [e["lam"] for e in loaded["precision"]["errors"]] == [1.0, 1e-2, 1e-3]
     assert loaded["precision"]["speedup"] == []  # one dtype only: nothing to compare

@@ -28,17 +28,23 @@ D_K, D_V = 7, 3
 TMP = settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=25)
 
 
-def editor_kwargs(name, K0):
-    return {"ft": {"steps": 3}, "alphaedit": {"anchor_keys": K0[:3], "threshold": 1e-6},
-            "rlsedit": {"lam": 0.1, "mu": 1.0, "anchor_keys": K0, "refactor_every": 2}}.get(
-        name, {"lam": 0.1, "mu": 1.0, "anchor_keys": K0})
+def editor_kwargs(name, K0, keep_W0=True):
+    refactor = {"refactor_every": 2} if keep_W0 else {"keep_W0": False}  # the rebuild reads W0
+    return {"ft": {"steps": 3, "keep_W0": keep_W0},
+            "alphaedit": {"anchor_keys": K0[:3], "threshold": 1e-6, "keep_W0": keep_W0},
+            "rlsedit": {"lam": 0.1, "mu": 1.0, "anchor_keys": K0, **refactor}}.get(
+        name, {"lam": 0.1, "mu": 1.0, "anchor_keys": K0, "keep_W0": keep_W0})
 
 
-def edited(name, dtype=torch.float64, seed=0, batches=3):
+def original_W0(dtype=torch.float64, seed=0):
+    return torch.as_tensor(np.random.default_rng(seed).standard_normal((D_K, D_V))).to(dtype)
+
+
+def edited(name, dtype=torch.float64, seed=0, batches=3, keep_W0=True):
     rng = np.random.default_rng(seed)
     W0 = torch.as_tensor(rng.standard_normal((D_K, D_V))).to(dtype)
     K0 = torch.as_tensor(rng.standard_normal((10, D_K))).to(dtype)
-    ed = rlsedit.make_editor(name, W0, **editor_kwargs(name, K0))
+    ed = rlsedit.make_editor(name, W0, **editor_kwargs(name, K0, keep_W0))
     for _ in range(batches):
         ed.update(rng.standard_normal((2, D_K)), rng.standard_normal((2, D_V)))
     return ed
@@ -71,6 +77,38 @@ def test_save_load_is_exact_and_the_stream_continues_identically(tmp_path, name,
     assert load_checkpoint(path).extra == {"note": "x"}
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", sorted(rlsedit.EDITORS))
+def test_an_editor_without_W0_round_trips_exactly_and_is_checked_by_fingerprint(tmp_path, name, dtype):
+    ed = edited(name, dtype, keep_W0=False)
+    W0 = original_W0(dtype)
+    path = tmp_path / "ed.safetensors"
+    ed.save(path)
+    assert "W0" not in load_file(path)
+    meta, _ = read_header(path)
+    assert json.loads(meta["state"])["W0_fingerprint"] == rlsedit.weight_fingerprint(W0) == ed.W0_fingerprint
+    back = type(ed).load(path, shape=(D_K, D_V), dtype=dtype, W0=W0, device="cpu")
+    assert type(back) is type(ed) and not back.keep_W0
+    assert_same_state(ed, back)
+    K, V = np.ones((1, D_K)) / D_K, np.ones((1, D_V))
+    ed.update(K, V)
+    back.update(K, V)
+    assert torch.equal(ed.W, back.W)
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError, match=r"made from another W0 \(saved with keep_W0=False, its W0 fingerprint"):
+        type(ed).load(path, W0=W0 + 1e-3)
+    with pytest.raises(CheckpointError, match=r"W0 of shape \(7, 3\), expected \(7, 4\)"):
+        type(ed).load(path, W0=torch.zeros(D_K, 4, dtype=dtype))
+    assert path.read_bytes() == before  # a refused load leaves the file alone
+
+
+def test_a_float64_W0_is_cast_before_its_fingerprint_is_compared(tmp_path):
+    ed = edited("rlsedit", torch.float32, keep_W0=False)
+    ed.save(tmp_path / "c.safetensors")
+    W0 = original_W0(torch.float64)  # the layer as the caller holds it; the editor works in float32
+    assert rlsedit.RLSEditor.load(tmp_path / "c.safetensors", W0=W0).W0_fingerprint == ed.W0_fingerprint
+
+
 def test_metadata_records_versions_config_and_counts(tmp_path):
     ed = edited("rlsedit")
     ed.save(tmp_path / "c.safetensors")
@@ -83,6 +121,7 @@ def test_metadata_records_versions_config_and_counts(tmp_path):
     assert state["lam"] == 0.1 and state["mu"] == 1.0 and state["refactor_every"] == 2
     assert meta["checksum"].startswith("sha256:")
     assert set(load_file(tmp_path / "c.safetensors")) == {"W0", "W", "C", "information_A", "information_B"}
+    assert "W0_fingerprint" not in state  # an editor that keeps W0 writes what it wrote before keep_W0
 
 
 # -- refusal of bad checkpoints ----------------------------------------------------------------------
@@ -214,6 +253,23 @@ def test_run_stream_resumes_where_it_stopped_in_process(tmp_path):
         run_stream(new, short, ck, every=0)
     with pytest.raises(CheckpointError, match=re.escape("written with editor config None, not {'lam': 2.0}")):
         run_stream(new, short, ck, every=3, config={"lam": 2.0})
+
+
+def test_run_stream_resumes_an_editor_without_W0_bit_for_bit(tmp_path):
+    stream = SyntheticStream(d_k=10, d_v=2, n_batches=7, batch_size=2, seed=4)
+    W0 = torch.as_tensor(np.random.default_rng(1).standard_normal((10, 2)))
+
+    def new():
+        return rlsedit.RLSEditor(W0, lam=1.0, keep_W0=False)
+
+    full = run_stream(new, stream, tmp_path / "a.safetensors", every=3)
+    ck = tmp_path / "b.safetensors"
+    part = run_stream(new, SyntheticStream(10, 2, 4, 2, 4), ck, every=3)
+    part.editor.save(ck, extra={"position": 4, "stream": stream.describe(), "config": None})
+    resumed = run_stream(new, stream, ck, every=3)
+    assert resumed.resumed_from == 4 and not resumed.editor.keep_W0
+    assert torch.equal(resumed.editor.W, full.editor.W) and torch.equal(resumed.editor.C, full.editor.C)
+    rlsedit.RLSEditor.load(ck, W0=W0)  # the final checkpoint still belongs to this layer
 
 
 def child(ckpt: Path, out: Path, *extra: str) -> subprocess.Popen:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +19,9 @@ from rlsedit import (
     NonFiniteError,
     NotAppliedError,
     NoUniqueSolutionError,
+    ParameterError,
     ShapeError,
+    W0NotKeptError,
 )
 
 from .strategies import assert_unchanged, snapshot
@@ -169,8 +173,8 @@ def test_inputs_are_never_mutated(name):
     W0_t, K_t = torch.as_tensor(W0.copy()), torch.as_tensor(K.copy())
     kwargs = {"ft": {}, "alphaedit": {"anchor_keys": K0[:3], "threshold": 1e-6}}.get(
         name, {"lam": 0.1, "mu": 1.0, "anchor_keys": K0})
-    for w0, k in ((W0, K), (W0_t, K_t)):
-        ed = rlsedit.make_editor(name, w0, **kwargs)
+    for (w0, k), keep_W0 in itertools.product(((W0, K), (W0_t, K_t)), (True, False)):
+        ed = rlsedit.make_editor(name, w0, keep_W0=keep_W0, **kwargs)  # keep_W0=False reads w0 in place
         ed.update(k, V)
         ed.update(k, V)
     for original, copy in zip((W0, K0, K, V), copies, strict=True):
@@ -190,6 +194,53 @@ def test_state_dict_errors_name_the_mismatch():
         rlsedit.RLSEditor.from_state_dict({k: v for k, v in state.items() if k != "W"})
     with pytest.raises(DTypeError, match=r"dtype torch\.float32"):
         rlsedit.RLSEditor.from_state_dict(dict(state, C=state["C"].float()))
+
+
+def test_an_editor_without_W0_says_so_and_what_to_do():
+    ed = fresh()
+    dropped = rlsedit.RLSEditor(ed.W0, lam=0.1, keep_W0=False)
+    dropped.update(np.ones((2, D_K)), np.ones((2, D_V)))
+    before = snapshot(dropped)
+    with pytest.raises(W0NotKeptError, match=r"built with keep_W0=False.*load\(path, W0=\.\.\.\).*keep_W0=True"):
+        dropped.W0  # noqa: B018
+    with pytest.raises(AttributeError):  # the built-in it also is: hasattr() says False
+        dropped.W0  # noqa: B018
+    assert not hasattr(dropped, "W0") and hasattr(ed, "W0")
+    assert "keep_W0=False" in repr(dropped) and "keep_W0" not in repr(ed)
+    with pytest.raises(rlsedit.RefactorizationError, match="refactor_every=N"):
+        dropped.refactorize()
+    assert_unchanged(dropped, before)
+
+
+def test_options_that_read_W0_refuse_to_drop_it():
+    W0 = np.eye(4)
+    with pytest.raises(ParameterError, match=r"keep_W0=False.*refactor_every .* reads W0 at every batch"):
+        rlsedit.RLSEditor(W0, lam=1.0, refactor_every=5, keep_W0=False)
+    with pytest.raises(ParameterError, match=r"keep_W0=False.*norm_bound .* reads W0 at every batch"):
+        rlsedit.FTEditor(W0, norm_bound=0.1, keep_W0=False)
+    with pytest.raises(ParameterError, match="keep_W0 must be True or False, got 0"):
+        rlsedit.MEMITEditor(W0, lam=1.0, keep_W0=0)
+    # the same options without keep_W0=False, and keep_W0=False without them, are fine
+    rlsedit.RLSEditor(W0, lam=1.0, refactor_every=5)
+    rlsedit.FTEditor(W0, norm_bound=0.1)
+    rlsedit.RLSEditor(W0, lam=1.0, keep_W0=False)
+    rlsedit.FTEditor(W0, keep_W0=False)
+
+
+def test_state_dict_without_W0_errors_name_the_mismatch():
+    ed = rlsedit.RLSEditor(np.eye(4), lam=1.0, keep_W0=False)
+    state = ed.state_dict()
+    with pytest.raises(rlsedit.StateDictError, match="both 'W0' and 'W0_fingerprint'"):
+        rlsedit.RLSEditor.from_state_dict(dict(state, W0=torch.eye(4, dtype=torch.float64)))
+    with pytest.raises(rlsedit.StateDictError, match="'sha256:' and 64 hex digits"):
+        rlsedit.RLSEditor.from_state_dict(dict(state, W0_fingerprint="sha256:abc"))
+    with pytest.raises(rlsedit.StateDictError, match=r"misses \['W0'\]"):  # what a reader without keep_W0 says
+        rlsedit.RLSEditor.from_state_dict({k: v for k, v in state.items() if k != "W0_fingerprint"})
+    with pytest.raises(rlsedit.StateDictError, match="fingerprint but not W0, and refactor_every"):
+        rlsedit.RLSEditor.from_state_dict(dict(state, refactor_every=2))
+    with pytest.raises(rlsedit.StateDictError, match="fingerprint but not W0, and norm_bound"):
+        rlsedit.FTEditor.from_state_dict(dict(rlsedit.FTEditor(np.eye(4), keep_W0=False).state_dict(),
+                                              norm_bound=0.5))
 
 
 def test_batch_solve_errors():

@@ -23,8 +23,8 @@ def oracle(p, upto=None, form="keys"):
     return rlsedit.batch_solve(p.W0, Ks, Vs, lam=p.lam, mu=p.mu, **p.anchor_kwargs(form))
 
 
-def editor_for(p, dtype, form="keys"):
-    return rlsedit.RLSEditor(t(p.W0, dtype), lam=p.lam, mu=p.mu,
+def editor_for(p, dtype, form="keys", **options):
+    return rlsedit.RLSEditor(t(p.W0, dtype), lam=p.lam, mu=p.mu, **options,
                              **{k: t(v, dtype) for k, v in p.anchor_kwargs(form).items()})
 
 
@@ -38,6 +38,29 @@ def test_recursion_equals_batch_solve_after_every_batch(dtype, data):
         assert ed.W.dtype == dtype
         W_ref = oracle(p, upto=i)
         assert rel_err(ed.W, W_ref, W_ref) <= rel_tol(dtype, p.kappa(i)), f"batch {i}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data())
+def test_dropping_W0_changes_no_bit_of_the_recursion(dtype, data):
+    """keep_W0=False drops a copy, not a step: W, C and the records agree bitwise, retraction too."""
+    p = data.draw(problems(dtype))
+    kept, dropped = editor_for(p, dtype), editor_for(p, dtype, keep_W0=False)
+    assert not dropped.keep_W0 and dropped._W0 is None
+    assert dropped.W0_fingerprint == kept.W0_fingerprint == rlsedit.weight_fingerprint(t(p.W0, dtype))
+    assert torch.equal(kept.W, dropped.W) and torch.equal(kept.C, dropped.C)
+    for K, V in p.batches:
+        assert kept.update(t(K, dtype), t(V, dtype)) == dropped.update(t(K, dtype), t(V, dtype))
+        assert torch.equal(kept.W, dropped.W) and torch.equal(kept.C, dropped.C)
+    K, V = p.batches[0]
+    outcomes = []
+    for ed in (kept, dropped):
+        try:
+            outcomes.append(ed.retract(t(K, dtype), t(V, dtype)))
+        except rlsedit.NotAppliedError as exc:  # float32 rounding can refuse it; then both must
+            outcomes.append(type(exc))
+    assert outcomes[0] == outcomes[1]
+    assert torch.equal(kept.W, dropped.W) and torch.equal(kept.C, dropped.C)
 
 
 @given(p=problems(torch.float64, min_batches=2), data=st.data())
