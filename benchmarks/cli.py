@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from rlsedit.cli import thread_count
+
 
 def _sizes(text: str) -> tuple[tuple[int, int], ...]:
     try:
@@ -41,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the history, re-solve and precision cases keep theirs")
     p.add_argument("--dtypes", type=_dtypes, default=None, metavar="DTYPE[,DTYPE]",
                    help="replace the dtypes of the update and memory cases: float32, float64 or both")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(),
+    p.add_argument("--threads", type=thread_count, default=torch.get_num_threads(),
                    help="torch threads for every case; the default is torch's own choice on this machine")
     p.add_argument("--seed", type=int, default=0, help="seed of every random weight and batch")
 
@@ -50,8 +52,6 @@ def run(args: argparse.Namespace) -> int:
     from .suite import FULL, QUICK, write_results
     from .suite import run as run_suite
 
-    if args.threads < 1:
-        raise SystemExit("rlsedit bench: --threads must be >= 1")
     torch.set_num_threads(args.threads)
     cfg = dataclasses.replace(QUICK if args.quick else FULL, long=args.long, seed=args.seed)
     if args.sizes is not None:

@@ -15,6 +15,8 @@ import json
 import time
 from pathlib import Path
 
+from rlsedit.cli import thread_count
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="directory for config.json, metrics.jsonl, summary.json")
@@ -28,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats-tokens", type=int, default=20_000, help="tokens for E[kk^T]")
     p.add_argument("--steps", type=int, default=25, help="Adam steps of the target optimisation")
     p.add_argument("--requests-per-pass", type=int, default=16, help="requests optimised per forward pass")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--threads", type=thread_count, default=1, help="torch threads")
     p.add_argument("--seed", type=int, default=0, help="seed of the model, corpus and requests")
 
 

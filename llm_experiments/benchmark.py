@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 
+from rlsedit.cli import MAX_THREADS
+
 from .configs import config_from_dict
 
 TINY_MODELS = {"tiny-llama": "llama", "tiny-qwen2": "qwen2"}
@@ -168,6 +170,8 @@ class EditRunConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise _bad(name, v, "must be an integer >= 0")
+        if self.threads > MAX_THREADS:
+            raise _bad("threads", self.threads, f"must be at most {MAX_THREADS}")
         if self.people < 4:
             raise _bad("people", self.people, "must be >= 4 (neighbourhood prompts need other people)")
         if self.checkpoint_every % self.batch_size:
@@ -270,10 +274,76 @@ def tiny_model_dir(config: EditRunConfig) -> tuple[Path, Any, Any]:
     return Path(config.cache_dir).expanduser() / f"tiny-{arch}{tag}-{_digest(_identity(world, train))}", world, train
 
 
-def load_target(config: EditRunConfig, *, progress: bool = True) -> LoadedTarget:
-    """Train or reuse the tiny model (or load the checkpoint), and draw or read the requests."""
+@dataclass
+class RunInputs:
+    """What a run reads from files, read before any model is built (:func:`read_inputs`)."""
+
+    requests: list | None  # None: drawn from the fact world once the tiny model is there
+    tfidf: Any
+    corpus_texts: list[str] | None  # None: the fact world's training texts
+
+
+def _read_corpus(path: str) -> list[str]:
+    """The statistics corpus: one document per non-blank line of a UTF-8 text file."""
+    p = Path(path)
+    if not p.is_file():
+        raise _bad("stats_corpus", path, "is a directory, not a file" if p.is_dir() else "no such file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise _bad("stats_corpus", path, f"not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
+    except OSError as exc:
+        raise _bad("stats_corpus", path, f"cannot be read ({exc.strerror or exc})") from exc
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise _bad("stats_corpus", path, "holds no text")
+    return lines
+
+
+def read_inputs(config: EditRunConfig) -> RunInputs:
+    """Read and check the run's files before any model is loaded or trained: the data file and its
+    snippets, the statistics corpus and the checkpoint's folder. A bad one raises :class:`EditRunError`
+    naming it (a :class:`.data.DataError`'s message: file, record, field)."""
+    from .data import DataError, load_counterfact, load_zsre
+    from .metrics import TfidfStats
+    from .models import ModelPathError, check_model_path
+
+    requests = tfidf = None
+    if config.data == "world":
+        n_facts = tiny_model_dir(config)[1].n_facts
+        if config.n_edits > n_facts:
+            raise _bad("n_edits", config.n_edits, f"the world has {n_facts} facts (at most {n_facts} edits)")
+    else:
+        try:
+            if config.dataset == "counterfact":
+                requests = load_counterfact(config.data, snippets=config.snippets, limit=config.n_edits)
+            else:
+                requests = load_zsre(config.data, limit=config.n_edits)
+        except DataError as exc:
+            raise EditRunError(str(exc)) from exc
+        if len(requests) < config.n_edits:
+            raise _bad("n_edits", config.n_edits, f"{config.data} holds only {len(requests)} records")
+        docs = [t for r in requests for t in r.reference_texts]
+        wants = config.generation or config.along_generation
+        tfidf = TfidfStats.fit(docs) if (wants and docs) else None
+        if wants and tfidf is None:
+            raise _bad("generation", True, f"{config.data} has no reference texts for Consistency")
+    texts = None if config.stats_corpus is None else _read_corpus(config.stats_corpus)
+    if config.model not in TINY_MODELS:
+        try:
+            check_model_path(config.model)
+        except ModelPathError as exc:
+            raise EditRunError(str(exc)) from exc
+    return RunInputs(requests, tfidf, texts)
+
+
+def load_target(config: EditRunConfig, *, progress: bool = True, inputs: RunInputs | None = None) -> LoadedTarget:
+    """Train or reuse the tiny model (or load the checkpoint), and draw or read the requests.
+
+    ``inputs``: the run's files as :func:`read_inputs` returned them (read here when None)."""
     from .metrics import TfidfStats
 
+    inputs = read_inputs(config) if inputs is None else inputs
     if config.model in TINY_MODELS:
         from .tiny_models import train_or_load
 
@@ -301,21 +371,9 @@ def load_target(config: EditRunConfig, *, progress: bool = True) -> LoadedTarget
         requests = world.edit_requests(config.n_edits, seed=config.edit_seed)
         tfidf = TfidfStats.fit(texts)
     else:
-        from .data import load_counterfact, load_zsre
-
-        if config.dataset == "counterfact":
-            requests = load_counterfact(config.data, snippets=config.snippets, limit=config.n_edits)
-        else:
-            requests = load_zsre(config.data, limit=config.n_edits)
-        if len(requests) < config.n_edits:
-            raise _bad("n_edits", config.n_edits, f"{config.data} holds only {len(requests)} records")
-        docs = [t for r in requests for t in r.reference_texts]
-        wants = config.generation or config.along_generation
-        tfidf = TfidfStats.fit(docs) if (wants and docs) else None
-        if wants and tfidf is None:
-            raise _bad("generation", True, f"{config.data} has no reference texts for Consistency")
-    if config.stats_corpus is not None:
-        texts = [line for line in Path(config.stats_corpus).read_text().splitlines() if line.strip()]
+        requests, tfidf = inputs.requests, inputs.tfidf
+    if inputs.corpus_texts is not None:
+        texts = inputs.corpus_texts
         resolved["stats_corpus"] = str(Path(config.stats_corpus).resolve())
     capability = {}
     if world is not None:  # the tiny model's general capability: the world's language, apart from its facts
@@ -349,12 +407,15 @@ def run_edit(config: EditRunConfig, out_dir: str | Path, *, progress: bool = Tru
     from .stats import TextCorpus, get_second_moments
 
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise EditRunError(f"{out}: the output directory is a file")
     if out.exists() and any(out.iterdir()):
         raise EditRunError(f"{out}: output directory exists and is not empty (results are never overwritten)")
+    t_start = time.perf_counter()
+    inputs = read_inputs(config)  # a bad file is refused before a model is trained or loaded
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.threads)
-    t_start = time.perf_counter()
-    target = load_target(config, progress=progress)
+    target = load_target(config, progress=progress, inputs=inputs)
     t_loaded = time.perf_counter()
     editing = config.editing_config()
     n_layers = target.model.config.num_hidden_layers
@@ -442,4 +503,5 @@ def run_edit(config: EditRunConfig, out_dir: str | Path, *, progress: bool = Tru
     return summary
 
 
-__all__ = ["EDITOR_NAMES", "TABLE_METRICS", "EditRunConfig", "EditRunError", "load_target", "run_edit", "with_bos"]
+__all__ = ["EDITOR_NAMES", "TABLE_METRICS", "EditRunConfig", "EditRunError", "RunInputs", "load_target", "read_inputs",
+           "run_edit", "with_bos"]

@@ -48,13 +48,25 @@ class CapabilityDataError(ValueError):
 # Perplexity
 
 
+def _read_text(path: str | Path, encoding: str) -> str:
+    path = Path(path)
+    if path.is_dir():
+        raise CapabilityDataError(f"{path}: is a directory, not a file")
+    if not path.is_file():
+        raise CapabilityDataError(f"{path}: no such file")
+    try:
+        return path.read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise CapabilityDataError(f"{path.name}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
+    except OSError as exc:
+        raise CapabilityDataError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+
+
 def load_texts(path: str | Path) -> list[str]:
     """Held-out texts from a local file: ``.jsonl`` (a ``"text"`` field per line) or plain text
     (documents separated by blank lines)."""
+    raw = _read_text(path, "utf-8")
     path = Path(path)
-    if not path.is_file():
-        raise CapabilityDataError(f"{path}: no such file")
-    raw = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
         texts = []
         for n, line in enumerate(raw.splitlines(), start=1):
@@ -147,10 +159,8 @@ def load_glue(task: str, path: str | Path, *, limit: int | None = None) -> list[
     if task not in GLUE_TASKS:
         raise CapabilityDataError(f"unknown GLUE task {task!r}; known: {sorted(GLUE_TASKS)}")
     spec = GLUE_TASKS[task]
+    lines = _read_text(path, "utf-8-sig").splitlines()
     path = Path(path)
-    if not path.is_file():
-        raise CapabilityDataError(f"{path}: no such file")
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
     start = 0
     if spec.header is not None:
         if not lines or tuple(c.strip() for c in lines[0].split("\t")) != spec.header:

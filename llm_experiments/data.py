@@ -47,21 +47,35 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import TfidfStats
-from .requests import EditRequest, RequestError
+from .requests import EditRequest, RequestError, template_problem
 
 
 class DataError(ValueError):
     """A benchmark file or record that cannot be read; the message names the file, record and field."""
 
 
-def _read_json(path: str | Path, expected: type):
-    path = Path(path)
+def _check_file(path: Path) -> None:
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a file")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+
+
+def _read_json(path: str | Path, expected: type):
+    path = Path(path)
+    _check_file(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path.name}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path.name}: not valid JSON ({exc})") from exc
+    except RecursionError as exc:  # json's decoder recurses once per nesting level
+        raise DataError(f"{path.name}: JSON nested too deeply to read") from exc
     if not isinstance(data, expected):
         raise DataError(f"{path.name}: expected a JSON {expected.__name__}, got {type(data).__name__}")
     return data
@@ -133,12 +147,14 @@ def load_attribute_snippets(path: str | Path) -> dict[tuple[str, str], tuple[dic
 def load_tfidf(idf_path: str | Path, vocab_path: str | Path) -> TfidfStats:
     """MEMIT's TF-IDF statistics (``idf.npy``, ``tfidf_vocab.json``) as :class:`TfidfStats`."""
     idf_path = Path(idf_path)
-    if not idf_path.is_file():
-        raise DataError(f"{idf_path}: no such file")
+    _check_file(idf_path)
     try:
         idf = np.load(idf_path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError) as exc:
         raise DataError(f"{idf_path.name}: not a numpy array file ({exc})") from exc
+    if not isinstance(idf, np.ndarray):  # np.load opens an .npz archive instead
+        idf.close()
+        raise DataError(f"{idf_path.name}: an .npz archive, not a .npy array")
     vocab = _read_json(vocab_path, dict)
     try:
         return TfidfStats(vocabulary=vocab, idf=idf)
@@ -175,8 +191,9 @@ def load_counterfact(
             raise rec.fail("case_id", f"repeats record {seen[case_id]}'s id {case_id!r}")
         seen[case_id] = i
         prompt = rec.get("requested_rewrite.prompt", "str")
-        if prompt.count("{}") != 1:
-            raise rec.fail("requested_rewrite.prompt", f"must contain exactly one '{{}}', got {prompt!r}")
+        problem = template_problem(prompt)
+        if problem:
+            raise rec.fail("requested_rewrite.prompt", f"{problem}, got {prompt!r}")
         subject = rec.get("requested_rewrite.subject", "str")
         relation_id = rec.get("requested_rewrite.relation_id", "str")
         new_str = rec.get("requested_rewrite.target_new.str", "str")

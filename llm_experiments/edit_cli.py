@@ -12,6 +12,8 @@ import argparse
 import time
 from pathlib import Path
 
+from rlsedit.cli import thread_count
+
 from .benchmark import DEFAULT_CACHE_DIR, EDITOR_NAMES, EditRunConfig, EditRunError, run_edit
 
 _D = EditRunConfig()
@@ -114,7 +116,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cohorts", type=_ints, default=_D.cohort_batches,
                    help="early-edit cohorts as numbers of first batches, comma-separated")
     g = p.add_argument_group("machine")
-    g.add_argument("--threads", type=int, default=_D.threads, help="torch CPU threads")
+    g.add_argument("--threads", type=thread_count, default=_D.threads, help="torch CPU threads")
     g.add_argument("--device", default=_D.device, help="torch device of a checkpoint (tiny models run on CPU)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 

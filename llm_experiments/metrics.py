@@ -272,7 +272,10 @@ class TfidfStats:
     idf: np.ndarray
 
     def __post_init__(self) -> None:
-        idf = np.asarray(self.idf, dtype=np.float64)
+        idf = np.asarray(self.idf)
+        if idf.dtype.kind not in "iuf":  # bool, complex, strings, records, objects
+            raise ValueError(f"idf must hold real numbers, got dtype {idf.dtype}")
+        idf = idf.astype(np.float64)
         if idf.ndim != 1:
             raise ValueError(f"idf must be 1-D, got shape {idf.shape}")
         if not np.all(np.isfinite(idf)) or np.any(idf <= 0):
@@ -308,7 +311,8 @@ class TfidfStats:
             col = self.vocabulary.get(term)
             if col is not None:
                 v[col] += 1.0
-        v *= self.idf
+        if len(self.idf):
+            v *= self.idf / self.idf.max()  # scaled: no product overflows; the normalisation drops the scale
         norm = np.linalg.norm(v)
         return v / norm if norm > 0 else v
 

@@ -37,6 +37,17 @@ def resolve_model_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str | 
     return DTYPES[dtype]
 
 
+def check_model_path(path: str | Path) -> Path:
+    """``path`` as a Path if it is a checkpoint directory (it holds ``config.json``), else :class:`ModelPathError`."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelPathError(f"model path {str(path)!r} does not exist")
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise ModelPathError(f"model path {str(path)!r} is not a Hugging Face checkpoint directory "
+                             "(no config.json in it)")
+    return path
+
+
 def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None,
                device_map: str | dict | None = None, load_tokenizer: bool = True):
     """Load ``(model, tokenizer)`` from a local checkpoint directory, in eval mode.
@@ -52,12 +63,7 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: s
     """
     from transformers import AutoModelForCausalLM
 
-    path = Path(path)
-    if not path.exists():
-        raise ModelPathError(f"model path {str(path)!r} does not exist")
-    if not path.is_dir() or not (path / "config.json").is_file():
-        raise ModelPathError(f"model path {str(path)!r} is not a Hugging Face checkpoint directory "
-                             "(no config.json in it)")
+    path = check_model_path(path)
     kwargs: dict = {"local_files_only": True}
     torch_dtype = resolve_model_dtype(dtype)
     if torch_dtype is not None:

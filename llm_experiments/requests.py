@@ -14,13 +14,27 @@ class RequestError(ValueError):
     """A record that cannot be an edit request; the message names the record and the field."""
 
 
+def template_problem(prompt) -> str | None:
+    """Why ``prompt`` is not a prompt template (one ``{}`` and no other brace), or None if it is one.
+
+    A stray or named brace ("{x}", "{0}", a lone "{") would make ``prompt.format(subject)`` fail or
+    put the subject somewhere else than where ``prompt.index("{}")`` says it is.
+    """
+    if not isinstance(prompt, str) or prompt.count("{}") != 1:
+        return "must contain exactly one '{}'"
+    rest = prompt.replace("{}", "", 1)
+    if "{" in rest or "}" in rest:
+        return "must hold no brace besides its one '{}'"
+    return None
+
+
 @dataclass(frozen=True)
 class EditRequest:
     """A counterfactual edit "subject's attribute becomes target_new", with its test prompts.
 
     Attributes:
         case_id: the record's id in its source file (named in every error about it).
-        prompt: template with exactly one ``{}`` for the subject.
+        prompt: template with exactly one ``{}`` for the subject, and no other brace.
         subject: the subject string, substituted into ``prompt``.
         target_new: the new object (with its leading space, as the model would write it).
         target_true: the object the model knows before the edit ("" when unknown).
@@ -48,8 +62,11 @@ class EditRequest:
 
     def __post_init__(self) -> None:
         where = f"record {self.case_id!r}"
-        if not isinstance(self.prompt, str) or self.prompt.count("{}") != 1:
-            raise RequestError(f"{where}: prompt must contain exactly one '{{}}', got {self.prompt!r}")
+        if isinstance(self.case_id, bool) or not isinstance(self.case_id, int | str):
+            raise RequestError(f"{where}: case_id must be an integer or a string")
+        problem = template_problem(self.prompt)
+        if problem:
+            raise RequestError(f"{where}: prompt {problem}, got {self.prompt!r}")
         if not isinstance(self.subject, str) or not self.subject.strip():
             raise RequestError(f"{where}: subject must be a non-empty string, got {self.subject!r}")
         if not isinstance(self.target_new, str) or not self.target_new.strip():

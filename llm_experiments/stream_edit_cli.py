@@ -37,18 +37,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, help="model dtype: float32, bfloat16, float16, auto (None: float32)")
 
 
+def _read_json(path: str, what: str):
+    """The JSON in ``path``, or a one-line exit naming the file and what is wrong with it."""
+    p = Path(path)
+    if not p.is_file():
+        why = "is a directory, not a file" if p.is_dir() else "no such file"
+        raise SystemExit(f"rlsedit llm-edit: {what} {path}: {why}")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SystemExit(f"rlsedit llm-edit: {what} {path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
+    except OSError as exc:
+        raise SystemExit(f"rlsedit llm-edit: {what} {path}: cannot be read ({exc.strerror or exc})") from exc
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise SystemExit(f"rlsedit llm-edit: {what} {path}: not valid JSON ({exc})") from exc
+
+
 def _requests(path: str, limit: int | None):
     from .requests import EditRequest, RequestError
 
-    records = json.loads(Path(path).read_text())
+    records = _read_json(path, "--requests")
     if not isinstance(records, list):
         raise SystemExit(f"rlsedit llm-edit: {path} must hold a JSON list of requests")
     fields = {f.name for f in dataclasses.fields(EditRequest)}
     out = []
     for i, rec in enumerate(records[:limit] if limit is not None else records):
-        if not isinstance(rec, dict) or set(rec) - fields:
-            raise SystemExit(f"rlsedit llm-edit: request {i} of {path} has unknown fields "
-                             f"{sorted(set(rec) - fields) if isinstance(rec, dict) else type(rec).__name__}")
+        if not isinstance(rec, dict):
+            raise SystemExit(f"rlsedit llm-edit: request {i} of {path}: expected a JSON object, "
+                             f"got {type(rec).__name__}")
+        if set(rec) - fields:
+            raise SystemExit(f"rlsedit llm-edit: request {i} of {path} has unknown fields {sorted(set(rec) - fields)}")
         rec = {k: tuple(v) if isinstance(v, list) else v for k, v in rec.items()}
         try:
             out.append(EditRequest(**rec))
@@ -63,27 +81,53 @@ def _config(args: argparse.Namespace):
 
     if (args.config is None) == (args.preset is None):
         raise SystemExit("rlsedit llm-edit: give exactly one of --config and --preset")
-    config = EditingConfig.from_json(args.config) if args.config else preset(args.preset, args.editor)
     changes = {}
     if args.layers is not None:
-        changes["layers"] = tuple(int(x) for x in args.layers.split(",") if x.strip())
+        try:
+            changes["layers"] = tuple(int(x) for x in args.layers.split(",") if x.strip())
+        except ValueError:
+            raise SystemExit(f"rlsedit llm-edit: --layers takes comma-separated integers, got {args.layers!r}") \
+                from None
     if args.batch_size is not None:
         changes["batch_size"] = args.batch_size
-    return config.replace(**changes) if changes else config
+    # EditingConfig refuses a bad field with a ValueError naming it (a TypeError for a wrong JSON shape)
+    if args.config:
+        doc = _read_json(args.config, "--config")
+        if not isinstance(doc, dict):
+            raise SystemExit(f"rlsedit llm-edit: --config {args.config}: expected a JSON object, "
+                             f"got {type(doc).__name__}")
+        try:
+            config = EditingConfig.from_dict(doc)
+        except (ValueError, TypeError) as exc:
+            raise SystemExit(f"rlsedit llm-edit: --config {args.config}: {exc}") from exc
+    else:
+        try:
+            config = preset(args.preset, args.editor)
+        except ValueError as exc:
+            raise SystemExit(f"rlsedit llm-edit: --preset: {exc}") from exc
+    try:
+        return config.replace(**changes) if changes else config
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(f"rlsedit llm-edit: {exc}") from exc
 
 
 def run(args: argparse.Namespace) -> int:
     from .editing import EditingSession
-    from .models import load_model
+    from .models import ModelPathError, load_model
     from .stats import load_second_moments
 
     if args.checkpoint_every < 1:
         raise SystemExit("rlsedit llm-edit: --checkpoint-every must be >= 1")
+    if args.limit is not None and args.limit < 0:
+        raise SystemExit("rlsedit llm-edit: --limit must be >= 0")
     config = _config(args)
     requests = _requests(args.requests, args.limit)
     out = Path(args.out)
+    try:
+        model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    except ModelPathError as exc:
+        raise SystemExit(f"rlsedit llm-edit: --model: {exc}") from exc
     out.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     checkpoints = out / "checkpoints"
     if args.resume:
         session = EditingSession.resume(model, tokenizer, checkpoints, config=config)

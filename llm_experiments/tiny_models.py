@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from rlsedit.cli import thread_count
+
 from .configs import config_from_dict
 from .world import (
     WORLD_VERSION,
@@ -383,7 +385,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of the steps at the full learning rate before the linear decay")
     p.add_argument("--epochs", type=float, default=d.epochs, help="passes over the world's training corpus")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of initialisation and batch order")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=thread_count, default=2, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -398,8 +400,6 @@ def configs_from_args(args: argparse.Namespace) -> tuple[WorldConfig, TrainConfi
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads < 1:
-        raise SystemExit("rlsedit train-tiny: --threads must be >= 1")
     torch.set_num_threads(args.threads)
     try:
         world_config, train_config = configs_from_args(args)

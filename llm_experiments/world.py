@@ -149,6 +149,8 @@ class WorldConfig:
         n_wordings = len(RELATION_SPECS[0].wordings)
         if not 1 <= self.heldout_wordings <= n_wordings - 1:
             raise bad("heldout_wordings", f"must be between 1 and {n_wordings - 1} (at least one wording is trained)")
+        if isinstance(self.question_fraction, bool) or not isinstance(self.question_fraction, int | float):
+            raise bad("question_fraction", "must be a number")
         if not 0.0 < self.question_fraction < 1.0:
             raise bad("question_fraction", "must be strictly between 0 and 1 (some trained, some held out)")
         if self.seed < 0:
@@ -453,11 +455,35 @@ def load_world(path: str | Path) -> World:
     path = Path(path)
     if path.is_dir():
         path = path / "world.json"
-    doc = json.loads(path.read_text())
+
+    def bad(why: str) -> WorldConfigError:
+        return WorldConfigError(f"{path}: {why}")
+
+    if path.is_dir():
+        raise bad("is a directory, not a file")
+    if not path.is_file():
+        raise bad("no such file")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise bad(f"not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
+    except OSError as exc:
+        raise bad(f"cannot be read ({exc.strerror or exc})") from exc
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise bad(f"not valid JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise bad(f"expected a JSON object, got {type(doc).__name__}")
     if doc.get("world_version") != WORLD_VERSION:
-        raise WorldConfigError(f"{path}: world_version {doc.get('world_version')!r}, this generator writes "
-                               f"{WORLD_VERSION}; regenerate it with `rlsedit world`")
-    world = World(WorldConfig.from_dict(doc["config"]))
+        raise bad(f"world_version {doc.get('world_version')!r}, this generator writes "
+                  f"{WORLD_VERSION}; regenerate it with `rlsedit world`")
+    for field, kind in (("config", dict), ("people", list), ("facts", list)):
+        if not isinstance(doc.get(field), kind):
+            raise bad(f"field {field!r} must be a JSON {'object' if kind is dict else 'list'}, "
+                      f"got {type(doc.get(field)).__name__}" + ("" if field in doc else " (missing)"))
+    try:
+        world = World(WorldConfig.from_dict(doc["config"]))
+    except WorldConfigError as exc:
+        raise bad(f"field 'config': {exc}") from exc
     if list(world.people) != doc["people"] or [list(r) for r in world.objects] != doc["facts"]:
         raise WorldConfigError(f"{path}: its people or facts differ from what its config generates "
                                "(written by another version of the generator?)")
@@ -498,11 +524,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise SystemExit(f"rlsedit world: --out {args.out}: exists and is not a directory")
     try:
         world = World(world_config_from_args(args))
         paths = write_world(world, args.out, n_edits=args.n_edits, edit_seed=args.edit_seed)
     except WorldConfigError as exc:
         raise SystemExit(f"rlsedit world: {exc}") from exc
+    except OSError as exc:  # --out is a file, or cannot be written
+        raise SystemExit(f"rlsedit world: --out {args.out}: {exc.strerror or exc}") from exc
     n_texts = len(world.training_texts())
     print(f"world {world.config.digest()}: {world.config.n_people} people x {world.config.n_relations} relations "
           f"= {world.config.n_facts} facts, {n_texts} training sequences")

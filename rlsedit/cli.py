@@ -28,6 +28,21 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# torch.set_num_threads(100000) kills the process (a segfault), so every --threads option is bounded.
+MAX_THREADS = 1024
+
+
+def thread_count(text: str) -> int:
+    """The ``type`` of every subcommand's ``--threads`` option: an integer from 1 to :data:`MAX_THREADS`."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 1 <= n <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_THREADS}, got {n}")
+    return n
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s module is imported, to add that subcommand's options."""
     from . import __version__

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .cli import thread_count
 from .editor import RLSEditor
 from .stream import SyntheticStream, run_stream
 
@@ -26,12 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lam", type=float, default=1.0, help="weight of ||W - W0||^2")
     p.add_argument("--refactor-every", type=int, default=None, help="re-factorise every N batches (off)")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float32")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (bitwise resume needs the same)")
+    p.add_argument("--threads", type=thread_count, default=1, help="torch threads (bitwise resume needs the same)")
     p.add_argument("--seed", type=int, default=0)
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in ("every", "d_k", "d_v", "batches", "batch_size", "threads"):
+    for name in ("every", "d_k", "d_v", "batches", "batch_size"):
         if getattr(args, name) < 1:
             raise SystemExit(f"rlsedit stream: --{name.replace('_', '-')} must be >= 1")
     if args.seed < 0:

@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 
+from rlsedit.cli import thread_count
+
 from .experiments import EXPERIMENTS
 
 
@@ -27,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(e.g. --set d_k=64 --set kinds=isotropic,powerlaw); --show-config lists the fields")
     p.add_argument("--fresh", action="store_true",
                    help="discard the results already in --out and start over (needed when the config changed)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=thread_count, default=1,
                    help="torch threads for the run (1 keeps a shared machine usable; the cost "
                         "experiment sets its own from its config)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -38,8 +40,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    if args.threads < 1:
-        raise SystemExit("rlsedit simulate: --threads must be >= 1")
     threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
