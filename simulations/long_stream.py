@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 import rlsedit
 
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     if args.edits % args.batch or (args.edits // args.batch) % args.checkpoints:
         raise SystemExit("--edits must be a multiple of --batch, and the batches of --checkpoints")
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     recursion_s = oracle_s = 0.0
     with args.out.open("w") as f:
         f.write(json.dumps({"config": vars(args) | {"out": str(args.out)}, "torch": torch.__version__}) + "\n")
-        for t in range(n_batches):
+        for t in tqdm(range(n_batches), desc=f"long stream {d_k}x{d_v}", unit="batch", disable=args.no_progress):
             K, V = batch(t)
             start = time.perf_counter()
             ed.update(K, V)
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 f.write(json.dumps(row) + "\n")
                 f.flush()
-                print(json.dumps(row), flush=True)
+                tqdm.write(json.dumps(row))
     return 0
 
 
