@@ -382,15 +382,19 @@ def template_words() -> list[str]:
 # ----------------------------------------------------------------------------------------------
 
 def counterfact_record(req: EditRequest) -> dict:
-    """A CounterFact-format record (targets without their leading space, as in CounterFact)."""
+    """A CounterFact-format record (targets without their leading space, as in CounterFact).
+
+    Target ids are ``"<relation_id>:<object>"`` (CounterFact's are Wikidata ids), so the file reads
+    back with :func:`llm_experiments.data.load_counterfact`.
+    """
     return {
         "case_id": req.case_id,
         "requested_rewrite": {
             "prompt": req.prompt,
             "subject": req.subject,
             "relation_id": req.relation_id,
-            "target_new": {"str": req.target_new.strip()},
-            "target_true": {"str": req.target_true.strip()},
+            "target_new": {"str": req.target_new.strip(), "id": f"{req.relation_id}:{req.target_new.strip()}"},
+            "target_true": {"str": req.target_true.strip(), "id": f"{req.relation_id}:{req.target_true.strip()}"},
         },
         "paraphrase_prompts": list(req.paraphrase_prompts),
         "neighborhood_prompts": list(req.neighborhood_prompts),

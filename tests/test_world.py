@@ -167,6 +167,15 @@ def test_written_files_have_the_counterfact_and_zsre_formats(tmp_path):
         assert z["loc_ans"] in world.objects[loc_person]
     lines = paths["train.txt"].read_text().splitlines()
     assert lines == world.training_texts()
+    # the project's own CounterFact loader reads the file back into the same requests
+    from llm_experiments.data import load_counterfact
+
+    loaded = load_counterfact(paths["counterfact.json"])
+    for got, req in zip(loaded, reqs, strict=True):
+        assert (got.case_id, got.prompt, got.subject, got.target_new, got.target_true, got.relation_id) == (
+            req.case_id, req.prompt, req.subject, req.target_new, req.target_true, req.relation_id)
+        assert (got.paraphrase_prompts, got.neighborhood_prompts, got.generation_prompts) == (
+            req.paraphrase_prompts, req.neighborhood_prompts, req.generation_prompts)
     again = load_world(tmp_path)
     assert again.people == world.people and again.objects == world.objects
 
