@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import rlsedit
 from rlsedit.recursion import rls_update
 
-from .strategies import MAX_REL_TOL, problems, rel_err, rel_tol, t, tolerance
+from .strategies import MAX_REL_TOL, Problem, problems, rel_err, rel_tol, t, tolerance
 
 DTYPES = [torch.float64, torch.float32]
 
@@ -28,6 +28,33 @@ def editor_for(p, dtype, form="keys", **options):
                              **{k: t(v, dtype) for k, v in p.anchor_kwargs(form).items()})
 
 
+def path_scale(p, upto=None, form="keys"):
+    """The largest ||W*_j|| for j = 0..upto along the stream: the scale of the recursion's rounding.
+
+    The recursion carries W from batch to batch, so its rounding is relative to the largest solution
+    it has held, not to the last one: where the last solution is small by cancellation (a
+    hypothesis-found float32 case: d_k = d_v = 1, W* = -1.5e-5 after solutions of about 0.3, error
+    2e-3 of |W*| but 1e-7 of the path's scale), relative to the last alone the error is not rounding's.
+    """
+    n = len(p.batches) if upto is None else upto
+    return max((oracle(p, upto=j, form=form) for j in range(n + 1)), key=lambda W: float(torch.linalg.vector_norm(W)))
+
+
+def test_a_solution_small_by_cancellation_is_checked_against_the_path_scale():
+    """The float32 case hypothesis found (see path_scale): every batch within eps of the path's scale."""
+    a = np.array
+    p = Problem(W0=a([[0.34558418]]), lam=0.0, mu=7.532742556862294, K0=a([[-0.92777812], [-0.37313232]]),
+                V0=a([[-0.0490187], [0.00496374]]),
+                batches=[(a([[-1.65573406], [-1.03874743], [-0.83804858]]),
+                          a([[0.54671299], [-0.73645407], [-0.16290995]])),
+                         (a([[0.635616]]), a([[-0.29245675]])), (a([[0.50519055]]), a([[-0.27560291]]))])
+    ed = editor_for(p, torch.float32)
+    for i, (K, V) in enumerate(p.batches, start=1):
+        ed.update(t(K, torch.float32), t(V, torch.float32))
+        assert rel_err(ed.W, oracle(p, upto=i), path_scale(p, i)) <= tolerance(torch.float32, p.kappa(i))
+    assert float(oracle(p).abs().max()) < 1e-4 < float(path_scale(p).abs().max())  # the cancellation
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(data=st.data())
 def test_recursion_equals_batch_solve_after_every_batch(dtype, data):
@@ -37,7 +64,7 @@ def test_recursion_equals_batch_solve_after_every_batch(dtype, data):
         ed.update(t(K, dtype), t(V, dtype))
         assert ed.W.dtype == dtype
         W_ref = oracle(p, upto=i)
-        assert rel_err(ed.W, W_ref, W_ref) <= rel_tol(dtype, p.kappa(i)), f"batch {i}"
+        assert rel_err(ed.W, W_ref, path_scale(p, i)) <= rel_tol(dtype, p.kappa(i)), f"batch {i}"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -88,7 +115,7 @@ def test_rank_one_chain_equals_one_block_update(dtype, data):
     for j in range(K.shape[0]):
         chain.update(t(K[j : j + 1], dtype), t(V[j : j + 1], dtype))
     tol = rel_tol(dtype, p.kappa())
-    assert rel_err(chain.W, block.W, block.W) <= tol
+    assert rel_err(chain.W, block.W, path_scale(p, 1)) <= tol
     assert rel_err(chain.C, block.C, block.C) <= tol
     assert chain.n_rows == block.n_rows == K.shape[0]
 
@@ -112,7 +139,8 @@ def test_retracting_a_batch_equals_never_applying_it(dtype, data):
     # The retracted state is the solution of A_kept from data (C_t, W_t) that already carry the
     # stream's rounding (relative eps * kappa_stream), so the condition numbers multiply.
     kappa = p.kappa() * float(np.linalg.cond(A_kept)) * float(np.linalg.cond(S))
-    assert rel_err(ed.W, W_ref, W_ref) <= rel_tol(dtype, kappa)
+    scale = max(path_scale(p), W_ref, key=lambda W: float(torch.linalg.vector_norm(W)))
+    assert rel_err(ed.W, W_ref, scale) <= rel_tol(dtype, kappa)
     C_ref = torch.as_tensor(np.linalg.inv(A_kept))
     assert rel_err(ed.C, C_ref, C_ref) <= rel_tol(dtype, kappa)
     assert ed.n_rows == sum(k.shape[0] for k, _ in kept)
