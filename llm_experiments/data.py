@@ -61,21 +61,39 @@ def _check_file(path: Path) -> None:
         raise DataError(f"{path}: no such file")
 
 
-def _read_json(path: str | Path, expected: type):
+class JSONFileError(DataError):
+    """A JSON file that cannot be read or parsed; ``why`` is the reason without the path."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(f"{path}: {why}")
+        self.path, self.why = path, why
+
+
+def read_json_file(path: str | Path):
+    """The JSON document in ``path``, or :class:`JSONFileError` saying why it cannot be had
+    (missing, a directory, unreadable, not UTF-8, not JSON, nested too deeply)."""
     path = Path(path)
-    _check_file(path)
+    if path.is_dir():
+        raise JSONFileError(path, "is a directory, not a file")
+    if not path.is_file():
+        raise JSONFileError(path, "no such file")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path.name}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
+        raise JSONFileError(path, f"not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
     except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+        raise JSONFileError(path, f"cannot be read ({exc.strerror or exc})") from exc
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path.name}: not valid JSON ({exc})") from exc
+        raise JSONFileError(path, f"not valid JSON ({exc})") from exc
     except RecursionError as exc:  # json's decoder recurses once per nesting level
-        raise DataError(f"{path.name}: JSON nested too deeply to read") from exc
+        raise JSONFileError(path, "JSON nested too deeply to read") from exc
+
+
+def _read_json(path: str | Path, expected: type):
+    path = Path(path)
+    data = read_json_file(path)
     if not isinstance(data, expected):
         raise DataError(f"{path.name}: expected a JSON {expected.__name__}, got {type(data).__name__}")
     return data

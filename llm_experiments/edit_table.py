@@ -116,6 +116,15 @@ def read_along(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
 
 
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def draw_figures(summaries: list[dict], out_dir: str | Path) -> list[Path]:
     """Draw the two stream figures from the runs' files into ``out_dir``; returns the files written."""
     import matplotlib
@@ -145,11 +154,7 @@ def draw_figures(summaries: list[dict], out_dir: str | Path) -> list[Path]:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("% of the edits made so far")
     axes[-1].legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "metrics_vs_edits.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, out / "metrics_vs_edits.png"))
 
     cohorts = sorted({c for lines in along.values() for h in lines for c in h.get("cohorts", {})},
                      key=lambda c: int(c.split("_")[1]))
@@ -167,11 +172,7 @@ def draw_figures(summaries: list[dict], out_dir: str | Path) -> list[Path]:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("cohort efficacy, %")
     axes[0][-1].legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "cohort_retention.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, out / "cohort_retention.png"))
 
     if any(h.get("capability") for lines in along.values() for h in lines):
         fig, axes = plt.subplots(1, len(CAPABILITY), figsize=(4 * len(CAPABILITY), 3.2), sharex=True)
@@ -185,11 +186,7 @@ def draw_figures(summaries: list[dict], out_dir: str | Path) -> list[Path]:
             ax.set_xlabel("edits made")
             ax.grid(alpha=0.3)
         axes[-1].legend(fontsize=8)
-        fig.tight_layout()
-        path = out / "capability_vs_edits.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out / "capability_vs_edits.png"))
     return written
 
 

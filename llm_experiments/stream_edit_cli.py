@@ -39,18 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _read_json(path: str, what: str):
     """The JSON in ``path``, or a one-line exit naming the file and what is wrong with it."""
-    p = Path(path)
-    if not p.is_file():
-        why = "is a directory, not a file" if p.is_dir() else "no such file"
-        raise SystemExit(f"rlsedit llm-edit: {what} {path}: {why}")
+    from .data import JSONFileError, read_json_file
+
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise SystemExit(f"rlsedit llm-edit: {what} {path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
-    except OSError as exc:
-        raise SystemExit(f"rlsedit llm-edit: {what} {path}: cannot be read ({exc.strerror or exc})") from exc
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise SystemExit(f"rlsedit llm-edit: {what} {path}: not valid JSON ({exc})") from exc
+        return read_json_file(path)
+    except JSONFileError as exc:
+        raise SystemExit(f"rlsedit llm-edit: {what} {path}: {exc.why}") from exc
 
 
 def _requests(path: str, limit: int | None):

@@ -463,18 +463,12 @@ def load_world(path: str | Path) -> World:
     def bad(why: str) -> WorldConfigError:
         return WorldConfigError(f"{path}: {why}")
 
-    if path.is_dir():
-        raise bad("is a directory, not a file")
-    if not path.is_file():
-        raise bad("no such file")
+    from .data import JSONFileError, read_json_file
+
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise bad(f"not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
-    except OSError as exc:
-        raise bad(f"cannot be read ({exc.strerror or exc})") from exc
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise bad(f"not valid JSON ({exc})") from exc
+        doc = read_json_file(path)
+    except JSONFileError as exc:
+        raise bad(exc.why) from exc
     if not isinstance(doc, dict):
         raise bad(f"expected a JSON object, got {type(doc).__name__}")
     if doc.get("world_version") != WORLD_VERSION:
