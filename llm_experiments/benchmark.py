@@ -450,9 +450,12 @@ def run_edit(config: EditRunConfig, out_dir: str | Path, *, progress: bool = Tru
         eval_seconds += time.perf_counter() - t0
         cohort_sizes = {min(s, len(target.requests)) for s in stream.cohort_sizes().values()}
 
-    t0 = time.perf_counter()
-    capability_before = {name: fn(target.model, target.tokenizer) for name, fn in target.capability.items()}
-    eval_seconds += time.perf_counter() - t0
+    if recorder is not None:  # its first checkpoint measured the model before any edit
+        capability_before = recorder.history[0]["capability"]
+    else:
+        t0 = time.perf_counter()
+        capability_before = {name: fn(target.model, target.tokenizer) for name, fn in target.capability.items()}
+        eval_seconds += time.perf_counter() - t0
     session = EditingSession(target.model, target.tokenizer, editing, second_moments=moments)
     bar = tqdm(total=len(target.requests), desc=f"edit {config.editor}", unit="edit", disable=not progress)
     with (out / "metrics.jsonl").open("w") as metrics:

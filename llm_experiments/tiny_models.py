@@ -30,6 +30,7 @@ import torch
 from rlsedit.cli import thread_count
 
 from .configs import config_from_dict
+from .keys import pad_batch
 from .world import (
     WORLD_VERSION,
     World,
@@ -165,16 +166,6 @@ def encode(tokenizer, texts: list[str]) -> list[list[int]]:
     return [[tokenizer.bos_token_id, *ids] for ids in enc]
 
 
-def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    n = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), n), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
-    return ids, mask
-
-
 @torch.no_grad()
 def probe_accuracy(model, tokenizer, probes: list[tuple[str, str]], *, batch_size: int = 256) -> float:
     """Share of (prompt, object) probes whose object is the model's top next token after the prompt."""
@@ -186,7 +177,7 @@ def probe_accuracy(model, tokenizer, probes: list[tuple[str, str]], *, batch_siz
     correct = 0
     for start in range(0, len(seqs), batch_size):
         chunk = seqs[start:start + batch_size]
-        ids, mask = _pad(chunk, tokenizer.pad_token_id)
+        ids, mask = pad_batch(chunk, tokenizer.pad_token_id, "cpu")
         logits = model(input_ids=ids, attention_mask=mask).logits  # (b, n, vocab)
         last = mask.sum(1) - 1
         pred = logits[torch.arange(len(chunk)), last].argmax(-1)
@@ -199,7 +190,7 @@ def subject_hidden_norms(model, tokenizer, world: World, *, n: int = 64) -> list
     """Mean norm of the residual stream after each layer at the subject's last token (first n people)."""
     names = list(world.people[:n])
     seqs = encode(tokenizer, names)
-    ids, mask = _pad(seqs, tokenizer.pad_token_id)
+    ids, mask = pad_batch(seqs, tokenizer.pad_token_id, "cpu")
     out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
     last = mask.sum(1) - 1
     return [float(h[torch.arange(len(names)), last].norm(dim=-1).mean()) for h in out.hidden_states]
@@ -240,7 +231,7 @@ def train(world: World, cfg: TrainConfig, *, progress: bool = True, log=None) ->
         if len(order) < cfg.batch_size:
             order += torch.randperm(len(seqs), generator=g).tolist()
         batch, order = order[: cfg.batch_size], order[cfg.batch_size:]
-        ids, mask = _pad([seqs[i] for i in batch], tokenizer.pad_token_id)
+        ids, mask = pad_batch([seqs[i] for i in batch], tokenizer.pad_token_id, "cpu")
         labels = ids.masked_fill(mask == 0, -100)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)

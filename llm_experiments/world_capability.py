@@ -29,6 +29,8 @@ from collections.abc import Callable
 
 import torch
 
+from .keys import pad_batch, pad_id
+from .models import input_device
 from .world import World, template_words
 
 
@@ -39,20 +41,6 @@ def _token_ids(tokenizer, words) -> set[int]:
         if len(enc) == 1 and enc[0] != tokenizer.unk_token_id:
             ids.add(enc[0])
     return ids
-
-
-def _padded(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    n = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros((len(seqs), n), dtype=torch.long, device=device)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, device=device)
-        mask[i, : len(s)] = 1
-    return ids, mask
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
 
 
 class WorldCapability:
@@ -87,13 +75,13 @@ class WorldCapability:
         template = _token_ids(tokenizer, template_words()) - _token_ids(tokenizer, names | objects)
         keep = torch.zeros(len(tokenizer), dtype=torch.bool)
         keep[sorted(template)] = True
-        device = _device(model)
+        device = input_device(model)
         keep = keep.to(device)
         total, correct, count = 0.0, 0, 0
         seqs = [tokenizer(t)["input_ids"] for t in self.texts]
         for start in range(0, len(seqs), self.batch_size):
             chunk = seqs[start:start + self.batch_size]
-            ids, mask = _padded(chunk, tokenizer.pad_token_id, device)
+            ids, mask = pad_batch(chunk, pad_id(tokenizer), device)
             logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # predicts 1..n-1
             target = ids[:, 1:]
             scored = mask[:, 1:].bool() & keep[target]
@@ -109,12 +97,12 @@ class WorldCapability:
     def types(self, model, tokenizer) -> dict:
         """``{"type_accuracy", "n"}``: top-1 next token in the probed relation's object pool."""
         pools = [_token_ids(tokenizer, rel.pool) for rel in self.world.relations]
-        device = _device(model)
+        device = input_device(model)
         hits = 0
         seqs = [tokenizer(p)["input_ids"] for p, _ in self.type_probes]
         for start in range(0, len(seqs), self.batch_size):
             chunk = seqs[start:start + self.batch_size]
-            ids, mask = _padded(chunk, tokenizer.pad_token_id, device)
+            ids, mask = pad_batch(chunk, pad_id(tokenizer), device)
             logits = model(input_ids=ids, attention_mask=mask).logits
             pred = logits[torch.arange(len(chunk), device=device), mask.sum(1) - 1].argmax(-1).tolist()
             rels = [r for _, r in self.type_probes[start:start + self.batch_size]]
