@@ -99,6 +99,8 @@ class EditRunConfig:
         cohort_batches: cohort k = the edits of the first k batches.
         edit_seed: seed of the world's request order and new targets.
         people: people in the fact world (5 facts each; the 10,000-edit stream needs 2,000).
+        hidden, d_ff: the tiny model's hidden size and MLP width (``TrainConfig``'s; a new size trains
+            a new model). ``d_ff`` is the dimension of the edit keys.
         quick: the quick world and model (seconds to train; a smoke test, not an edit target).
         cache_dir: where tiny models and statistics are cached.
         threads: torch CPU threads.
@@ -140,6 +142,8 @@ class EditRunConfig:
     cohort_batches: tuple[int, ...] = (1,)
     edit_seed: int = 0
     people: int = 300
+    hidden: int = 128
+    d_ff: int = 1024
     quick: bool = False
     cache_dir: str = DEFAULT_CACHE_DIR
     threads: int = 1
@@ -162,7 +166,7 @@ class EditRunConfig:
         if self.model not in TINY_MODELS and self.stats_corpus is None and self.editor != "ft":
             raise _bad("stats_corpus", None, "a checkpoint needs a text file for E[kk^T] (--stats-corpus)")
         for name in ("n_edits", "batch_size", "ft_steps", "stats_tokens", "max_length", "generation_every",
-                     "along_every", "threads", "people"):
+                     "along_every", "threads", "people", "hidden", "d_ff"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise _bad(name, v, "must be a positive integer")
@@ -172,6 +176,17 @@ class EditRunConfig:
                 raise _bad(name, v, "must be an integer >= 0")
         if self.threads > MAX_THREADS:
             raise _bad("threads", self.threads, f"must be at most {MAX_THREADS}")
+        if (self.hidden, self.d_ff) != (128, 1024) and (self.quick or self.model not in TINY_MODELS):
+            raise _bad("hidden" if self.hidden != 128 else "d_ff", self.hidden if self.hidden != 128 else self.d_ff,
+                       "sets the size of a tiny model trained here; "
+                       + ("--quick has its own" if self.quick else "a checkpoint has its own"))
+        if self.model in TINY_MODELS and not self.quick:
+            from .tiny_models import TrainConfig, TrainConfigError
+
+            try:
+                TrainConfig(arch=TINY_MODELS[self.model], hidden=self.hidden, d_ff=self.d_ff)
+            except TrainConfigError as exc:
+                raise _bad("hidden", self.hidden, str(exc)) from None
         if self.people < 4:
             raise _bad("people", self.people, "must be >= 4 (neighbourhood prompts need other people)")
         if self.checkpoint_every % self.batch_size:
@@ -269,7 +284,8 @@ def tiny_model_dir(config: EditRunConfig) -> tuple[Path, Any, Any]:
     if config.quick:
         world, train = QUICK_WORLD, dataclasses.replace(QUICK_TRAIN, arch=arch)
     else:
-        world, train = WorldConfig(n_people=config.people), TrainConfig(arch=arch)
+        world = WorldConfig(n_people=config.people)
+        train = TrainConfig(arch=arch, hidden=config.hidden, d_ff=config.d_ff)
     tag = "-quick" if config.quick else ""
     return Path(config.cache_dir).expanduser() / f"tiny-{arch}{tag}-{_digest(_identity(world, train))}", world, train
 
@@ -477,7 +493,8 @@ def run_edit(config: EditRunConfig, out_dir: str | Path, *, progress: bool = Tru
     t_edited = time.perf_counter()
     along = recorder.finish() if recorder is not None else None
     after = evaluate_after_stream(target.model, target.tokenizer, target.requests, evaluation, out / "after_stream",
-                                  tfidf=target.tfidf, capability=target.capability, run_config=run_config)
+                                  tfidf=target.tfidf, capability=target.capability, run_config=run_config,
+                                  progress=progress)
     t_end = time.perf_counter()
     edit_seconds = t_edited - t_stats - eval_seconds
     summary = {

@@ -55,6 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--people", type=int, default=_D.people,
                    help="people in the tiny model's fact world, 5 facts each (a 10,000-edit stream needs 2000); "
                         "a new size trains a new model")
+    g.add_argument("--hidden", type=int, default=_D.hidden,
+                   help="the tiny model's hidden size (a new size trains a new model; heads stay 4)")
+    g.add_argument("--d-ff", type=int, default=_D.d_ff,
+                   help="the tiny model's MLP width, the dimension of the edit keys (a new size trains a new model)")
     g.add_argument("--edit-seed", type=int, default=_D.edit_seed,
                    help="seed of the world's request order and counterfactual targets")
     g = p.add_argument_group("stream")
@@ -133,7 +137,7 @@ def config_from_args(args: argparse.Namespace, editor: str) -> EditRunConfig:
         along_generation=args.along_generation, generation_every=args.generation_every,
         along_every=args.along_every,
         checkpoint_every=args.checkpoint_every, cohort_batches=args.cohorts, edit_seed=args.edit_seed,
-        people=args.people,
+        people=args.people, hidden=args.hidden, d_ff=args.d_ff,
         quick=args.quick, cache_dir=args.cache, threads=args.threads, device=args.device)
 
 

@@ -49,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a zero-shot GLUE task and its dev.tsv (sst2, mrpc, cola, rte); repeat for several")
     p.add_argument("--glue-limit", type=int, default=None, help="score only the first N examples of each task")
     p.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _fail(message: str):
@@ -125,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     run_config = {key: value for key, value in vars(args).items() if not key.startswith("_")}
     try:
         summary = evaluate_after_stream(model, tokenizer, requests, config, args.out, tfidf=tfidf,
-                                        capability=capability, run_config=run_config)
+                                        capability=capability, run_config=run_config,
+                                        progress=not args.no_progress)
     except EvaluationError as exc:
         raise _fail(str(exc)) from exc
     print(f"rlsedit evaluate: {len(requests)} requests, {args.dataset}, results in {args.out}")

@@ -141,16 +141,21 @@ class StreamConfig(_JsonConfig):
 
 
 def evaluate_requests(
-    model, tokenizer, requests: Sequence[EditRequest], config: EvaluationConfig, *, tfidf: TfidfStats | None = None
+    model, tokenizer, requests: Sequence[EditRequest], config: EvaluationConfig, *, tfidf: TfidfStats | None = None,
+    progress: bool = False,
 ) -> list[dict]:
-    """Per-request metrics of ``config.dataset``'s suite (one dict per request, with ``case_id``)."""
+    """Per-request metrics of ``config.dataset``'s suite (one dict per request, with ``case_id``).
+
+    ``progress``: progress bars over the scored prompts (and the generations).
+    """
     if not requests:
         return []
     if config.dataset == "zsre":
-        return zsre_metrics(model, tokenizer, requests, batch_size=config.batch_size)
+        return zsre_metrics(model, tokenizer, requests, batch_size=config.batch_size, progress=progress)
     return counterfact_metrics(model, tokenizer, requests, batch_size=config.batch_size,
                                generation=config.generation, tfidf=tfidf, max_length=config.max_length,
-                               top_k=config.top_k, seed=config.seed, generation_every=config.generation_every)
+                               top_k=config.top_k, seed=config.seed, generation_every=config.generation_every,
+                               progress=progress)
 
 
 def _capability(model, tokenizer, capability: Mapping[str, Callable] | None) -> dict:
@@ -179,12 +184,14 @@ def evaluate_after_stream(
     tfidf: TfidfStats | None = None,
     capability: Mapping[str, Callable] | None = None,
     run_config: Mapping | None = None,
+    progress: bool = False,
 ) -> dict:
     """Protocol ``after_stream``: every request once, on the model after the whole stream.
 
     ``capability`` maps names to callables ``fn(model, tokenizer) -> dict`` (e.g. perplexity or a
     GLUE task, bound with ``functools.partial``); ``run_config`` is recorded in ``config.json``
-    (the editor's settings, say). Returns the summary written to ``summary.json``.
+    (the editor's settings, say); ``progress`` shows progress bars (scoring, generation).
+    Returns the summary written to ``summary.json``.
     """
     if config.generation and tfidf is None:
         raise EvaluationError("config.generation needs tfidf statistics")
@@ -192,7 +199,7 @@ def evaluate_after_stream(
     _write_json(out / "config.json", {"protocol": "after_stream", "evaluation": config.to_dict(),
                                       "n_requests": len(requests), "run": dict(run_config or {})})
     start = time.perf_counter()
-    records = evaluate_requests(model, tokenizer, requests, config, tfidf=tfidf)
+    records = evaluate_requests(model, tokenizer, requests, config, tfidf=tfidf, progress=progress)
     line = {"n_edits": len(requests), "edited": summarize(records),
             "capability": _capability(model, tokenizer, capability),
             "seconds": time.perf_counter() - start}

@@ -55,6 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .keys import pad_batch as _pad_batch
 from .keys import pad_id as _pad_id
@@ -125,12 +126,13 @@ def encode_continuation(tokenizer, prompt: str, target: str) -> tuple[list[int],
 
 @torch.no_grad()
 def score_continuations(
-    model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size: int = 16
+    model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size: int = 16, progress: bool = False
 ) -> list[ContinuationScore]:
     """Teacher-forced NLL and argmax match of each target token after its prompt, in batches.
 
     ``pairs`` are ``(prompt, target)`` with the target's leading space included. Right padding with
     an attention mask: the real tokens' positions and logits do not depend on the padding.
+    ``progress``: a progress bar over the pairs (long evaluations).
     """
     if batch_size < 1:
         raise MetricError(f"batch_size must be >= 1, got {batch_size}")
@@ -140,6 +142,7 @@ def score_continuations(
     # scores go back to the order of ``pairs``
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
     scores: list[ContinuationScore | None] = [None] * len(encoded)
+    bar = tqdm(total=len(order), desc="score", unit="prompt", disable=not progress, leave=False)
     for start in range(0, len(order), batch_size):
         members = order[start : start + batch_size]
         chunk = [encoded[i] for i in members]
@@ -153,6 +156,8 @@ def score_continuations(
             nll = -log_probs.gather(1, targets[:, None])[:, 0]
             correct = step_logits.argmax(dim=-1) == targets
             scores[i] = ContinuationScore(tuple(seq[n_prompt:]), tuple(nll.tolist()), tuple(correct.tolist()))
+        bar.update(len(members))
+    bar.close()
     return scores
 
 
@@ -342,6 +347,7 @@ def counterfact_metrics(
     top_k: int = 5,
     seed: int = 0,
     generation_every: int = 1,
+    progress: bool = False,
 ) -> list[dict]:
     """One dict per request with MEMIT's CounterFact metrics (see the module docstring).
 
@@ -351,6 +357,7 @@ def counterfact_metrics(
     prompts) and ``consistency`` (records with generation prompts and reference texts, and
     ``tfidf`` given), on every ``generation_every``-th request (0, k, 2k, ...: an even spread
     over a long stream, where generation would dominate the time). Each dict carries ``case_id``.
+    ``progress``: progress bars over the scored prompts and the generations.
     """
     if isinstance(generation_every, bool) or not isinstance(generation_every, int) or generation_every < 1:
         raise MetricError(f"generation_every must be a positive integer, got {generation_every!r}")
@@ -367,7 +374,10 @@ def counterfact_metrics(
         for p, new, other in triples:
             pairs += [(p, new), (p, other)]
         layout.append((1, len(r.paraphrase_prompts), len(r.neighborhood_prompts)))
-    scores = score_continuations(model, tokenizer, pairs, batch_size=batch_size)
+    scores = score_continuations(model, tokenizer, pairs, batch_size=batch_size, progress=progress)
+    n_generated = sum(1 for i, r in enumerate(requests) if r.generation_prompts and i % generation_every == 0)
+    bar = tqdm(total=n_generated if generation else 0, desc="generate", unit="edit",
+               disable=not (progress and generation and n_generated), leave=False)
     results = []
     pos = 0
     for index, (r, counts) in enumerate(zip(requests, layout, strict=True)):
@@ -392,12 +402,19 @@ def counterfact_metrics(
             row["fluency"] = fluency(texts)
             if r.reference_texts:
                 row["consistency"] = tfidf.similarity(" ".join(texts), " ".join(r.reference_texts))
+            bar.update(1)
         results.append(row)
+    bar.close()
     return results
 
 
-def zsre_metrics(model, tokenizer, requests: Sequence[EditRequest], *, batch_size: int = 16) -> list[dict]:
-    """One dict per request with ZsRE's token-level accuracies (see the module docstring)."""
+def zsre_metrics(
+    model, tokenizer, requests: Sequence[EditRequest], *, batch_size: int = 16, progress: bool = False
+) -> list[dict]:
+    """One dict per request with ZsRE's token-level accuracies (see the module docstring).
+
+    ``progress``: a progress bar over the scored prompts.
+    """
     pairs: list[tuple[str, str]] = []
     layout = []
     for r in requests:
@@ -409,7 +426,7 @@ def zsre_metrics(model, tokenizer, requests: Sequence[EditRequest], *, batch_siz
         for g in groups:
             pairs += g
         layout.append([len(g) for g in groups])
-    scores = score_continuations(model, tokenizer, pairs, batch_size=batch_size)
+    scores = score_continuations(model, tokenizer, pairs, batch_size=batch_size, progress=progress)
     results = []
     pos = 0
     for r, counts in zip(requests, layout, strict=True):

@@ -9,8 +9,9 @@ import pytest
 pytest.importorskip("transformers")
 
 from llm_experiments.benchmark import TABLE_METRICS, EditRunConfig, EditRunError, run_edit, with_bos
+from llm_experiments.edit_cli import config_from_args
 from llm_experiments.edit_table import TableError, markdown_table, read_run
-from rlsedit.cli import main
+from rlsedit.cli import build_parser, main
 
 EDITORS = ("rlsedit", "memit", "alphaedit", "rome", "ft")
 FAST = ["--quick", "--n-edits", "6", "--batch-size", "3", "--value-steps", "5", "--stats-tokens", "3000",
@@ -146,6 +147,10 @@ def test_run_refuses_a_non_empty_folder(five_runs):
     ({"context": "english"}, "context"),
     ({"people": 3}, "people"),
     ({"snippets": "attribute_snippets.json"}, "snippets"),
+    ({"hidden": 100}, "hidden"),  # 4 heads of 25: odd, no rotary embedding
+    ({"d_ff": 0}, "d_ff"),
+    ({"quick": True, "hidden": 256}, "hidden"),
+    ({"model": "some/checkpoint", "data": "cf.json", "stats_corpus": "w.txt", "d_ff": 4096}, "d_ff"),
 ])
 def test_bad_configs_are_refused_with_the_option_named(changes, match):
     with pytest.raises(EditRunError, match=match):
@@ -157,6 +162,20 @@ def test_bad_command_line_values_exit_with_the_option_named(tmp_path):
         main(["edit", "--out", str(tmp_path / "x"), "--n-edits", "0", "--cache", str(tmp_path)])
     with pytest.raises(SystemExit):
         main(["edit", "--out", str(tmp_path / "x"), "--editor", "rlsedit,nope"])
+
+
+def test_model_size_options_choose_the_training_config_and_the_cache_directory():
+    from llm_experiments.benchmark import tiny_model_dir
+    from llm_experiments.tiny_models import TrainConfig
+
+    default = EditRunConfig()
+    assert tiny_model_dir(default)[2] == TrainConfig()  # the defaults are TrainConfig's sizes
+    wide = EditRunConfig(hidden=256, d_ff=2048, people=2000)
+    path, world, train = tiny_model_dir(wide)
+    assert (train.hidden, train.d_ff, world.n_people) == (256, 2048, 2000)
+    assert path != tiny_model_dir(EditRunConfig(people=2000))[0]
+    args = build_parser("edit").parse_args(["edit", "--out", "x", "--hidden", "256", "--d-ff", "2048"])
+    assert (config_from_args(args, "rlsedit").hidden, config_from_args(args, "rlsedit").d_ff) == (256, 2048)
 
 
 def test_config_round_trips_through_a_dict():

@@ -329,3 +329,38 @@ def test_generation_every_k_th_request_is_the_full_run_sliced(llama, tok):
     for bad in (0, -1, 1.5, True):
         with pytest.raises(MetricError, match="generation_every must be a positive integer"):
             counterfact_metrics(llama, tok, reqs, generation=True, tfidf=stats, generation_every=bad)
+
+
+def test_progress_bars_count_the_prompts_and_generations_and_change_nothing(llama, tok, capsys, monkeypatch):
+    import llm_experiments.metrics as metrics_module
+
+    bars = []
+
+    class Recorder:  # stands in for tqdm: what the bars were told
+        def __init__(self, *, total, desc, disable, **_):
+            self.total, self.desc, self.disable, self.n = total, desc, disable, 0
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def close(self):
+            pass
+
+    stats = TfidfStats.fit(["Danielle Darrieux speaks English", "English is spoken in London", "French Paris"])
+    reqs = [request(i, generation_prompts=("Danielle Darrieux speaks",), reference_texts=("She speaks English .",))
+            for i in range(5)]
+    quiet = counterfact_metrics(llama, tok, reqs, generation=True, tfidf=stats, max_length=8, seed=1,
+                                generation_every=2)
+    assert capsys.readouterr().err == ""
+    shown = counterfact_metrics(llama, tok, reqs, generation=True, tfidf=stats, max_length=8, seed=1,
+                                generation_every=2, progress=True)
+    assert shown == quiet and "score" in capsys.readouterr().err  # the real bars print to stderr
+    monkeypatch.setattr(metrics_module, "tqdm", Recorder)
+    counterfact_metrics(llama, tok, reqs, generation=True, tfidf=stats, max_length=8, seed=1,
+                        generation_every=2, progress=True)
+    # 5 requests x (edit prompt + 2 paraphrases + 1 neighbour) x (new, true) = 40 prompts; edits 0, 2, 4 generate
+    assert [(b.desc, b.total, b.n, b.disable) for b in bars] == [("score", 40, 40, False), ("generate", 3, 3, False)]
+    bars.clear()
+    assert zsre_metrics(llama, tok, reqs[:2], progress=True) == zsre_metrics(llama, tok, reqs[:2])
+    assert [(b.desc, b.total, b.n, b.disable) for b in bars] == [("score", 8, 8, False), ("score", 8, 8, True)]
