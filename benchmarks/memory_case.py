@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from rlsedit.cli import thread_count
+
 from .cases import batch, random_weight, rls_editor
 
 STATUS = Path("/proc/self/status")
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", choices=["float32", "float64"], required=True, help="state dtype")
     p.add_argument("--batches", type=int, required=True, help="batches to stream")
     p.add_argument("--seed", type=int, default=0, help="seed of W0 and of the batches")
-    p.add_argument("--threads", type=int, required=True, help="torch threads")
+    p.add_argument("--threads", type=thread_count, required=True, help="torch threads")
     p.add_argument("--keep-W0", action="store_true",
                    help="build the editor with keep_W0=True (it keeps a copy of W0); default keep_W0=False")
     args = p.parse_args(argv)

@@ -156,6 +156,8 @@ def load_glue(task: str, path: str | Path, *, limit: int | None = None) -> list[
 
     GLUE's files are not quoted: every line is split on tabs. ``limit`` keeps the first examples.
     """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise CapabilityDataError(f"limit must be a positive integer or None, got {limit!r}")
     if task not in GLUE_TASKS:
         raise CapabilityDataError(f"unknown GLUE task {task!r}; known: {sorted(GLUE_TASKS)}")
     spec = GLUE_TASKS[task]

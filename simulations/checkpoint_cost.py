@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 import rlsedit
+from rlsedit.cli import thread_count
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--d-k", type=int, default=4096)
     p.add_argument("--d-v", type=int, default=256)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=thread_count, default=1)
     p.add_argument("--dir", type=Path, default=None, help="where to write (default: a temporary directory)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 import rlsedit
+from rlsedit.cli import thread_count
 
 
 def make_problem(d_k: int, d_v: int, n: int, decades: float, seed: int):
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default="rank1,batch", help="comma list of rank1, batch")
     p.add_argument("--float64", action="store_true", help="also run the float64 recursion")
     p.add_argument("--exact-health", action="store_true", help="eigvalsh instead of the estimate")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=thread_count, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path)
     p.add_argument("--initial-only", action="store_true",

@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -30,5 +30,15 @@ def table(path: Path) -> str:
     return "\n".join(lines)
 
 
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="markdown tables of drift_float32.py's JSON results")
+    p.add_argument("results", nargs="+", type=Path, help="JSON files written by drift_float32.py")
+    args = p.parse_args(argv)
+    for path in args.results:
+        if not path.is_file():
+            p.error(f"{path}: no such file")
+    print("\n\n".join(table(path) for path in args.results))
+
+
 if __name__ == "__main__":
-    print("\n\n".join(table(Path(p)) for p in sys.argv[1:]))
+    main()

@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 import rlsedit
+from rlsedit.cli import thread_count
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoints", type=int, default=10)
     p.add_argument("--key-decades", type=float, default=4.0)
     p.add_argument("--refactor-every", type=int, default=None, help="batches; default off")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=thread_count, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -79,6 +79,9 @@ def test_glue_layouts_are_read():
     rte = load_glue("rte", FILES["rte"])
     assert [e.label for e in rte] == [0, 1, 0, 1]  # entailment is class 0
     assert len(load_glue("rte", FILES["rte"], limit=2)) == 2
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(CapabilityDataError, match="limit must be a positive integer"):
+            load_glue("rte", FILES["rte"], limit=bad)
 
 
 def test_bad_glue_files_are_named(tmp_path):

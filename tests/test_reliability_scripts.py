@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,3 +77,29 @@ def test_checkpoint_cost_script_at_toy_size(tmp_path, capsys):
         torch.set_num_threads(threads)
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["refactor_every"] for r in rows] == [None, 10] and rows[1]["file_bytes"] > rows[0]["file_bytes"]
+
+
+def test_drift_table_reads_the_drift_scripts_json_and_names_a_missing_file(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    out = tmp_path / "drift.json"
+    try:
+        script("drift_float32").main(["--d-k", "16", "--d-v", "2", "--edits", "40", "--batch", "20",
+                                      "--checkpoints", "1", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    capsys.readouterr()
+    script("drift_table").main([str(out)])
+    table = capsys.readouterr().out
+    runs = json.loads(out.read_text())["runs"]
+    assert table.count("\n| rank-1 |") + table.count("\n| batches of 20 |") == len(runs)
+    with pytest.raises(SystemExit):
+        script("drift_table").main([str(tmp_path / "missing.json")])
+    assert "missing.json: no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["drift_float32", "long_stream", "checkpoint_cost"])
+@pytest.mark.parametrize("threads", ["0", "100000", "two"])
+def test_scripts_refuse_a_thread_count_out_of_range(name, threads, capsys):
+    with pytest.raises(SystemExit):
+        script(name).main(["--threads", threads])
+    assert "--threads" in capsys.readouterr().err

@@ -36,6 +36,7 @@ import torch
 from llm_experiments.requests import EditRequest
 from llm_experiments.tiny_models import TinyModel, load_tiny_model
 from rlsedit import MEMITEditor, RLSEditor
+from rlsedit.cli import thread_count
 
 
 @dataclass(frozen=True)
@@ -341,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="results directory (config.json, metrics.jsonl, summary.json)")
     for f, v in asdict(d).items():
         p.add_argument("--" + f.replace("_", "-"), type=type(v), default=v, help=f"ProbeConfig.{f}")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--threads", type=thread_count, default=1, help="torch CPU threads")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = ProbeConfig(**{f: getattr(args, f) for f in asdict(d)})
