@@ -99,3 +99,22 @@ def test_float32_is_close_to_float64_on_the_precision_stream():
 
     e = float32_error(64, 8, 4, 10, lam=1.0, decades=1.0, seed=0)
     assert 0 < e["W_rel_error"] < 1e-4 and 0 < e["C_rel_error"] < 1e-4
+
+
+@pytest.mark.parametrize("d, u, block", [(37, 1, 8), (64, 5, 16), (50, 3, 64)])
+def test_one_triangle_kernels_equal_the_dense_products(d, u, block):
+    from benchmarks.kernels import lower_panel_downdate_, lower_panel_symm, panel_downdate_
+
+    g = torch.Generator().manual_seed(d)
+    A = torch.randn(d, d, generator=g, dtype=torch.float64)
+    C = A @ A.T
+    G = torch.randn(d, u, generator=g, dtype=torch.float64)
+    Kt = torch.randn(d, u, generator=g, dtype=torch.float64)
+    stale = C + torch.triu(torch.full_like(C, 1e3), diagonal=1)  # the upper triangle holds garbage
+    torch.testing.assert_close(lower_panel_symm(stale, Kt, block), C @ Kt)
+    lower = stale.clone()
+    lower_panel_downdate_(lower, G, block)
+    torch.testing.assert_close(lower.tril(), (C - G @ G.T).tril())
+    full = C.clone()
+    panel_downdate_(full, G, block)
+    torch.testing.assert_close(full, C - G @ G.T)
