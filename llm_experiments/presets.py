@@ -40,6 +40,20 @@ EDITOR_OPTIONS: dict[str, dict] = {
 N_W = 15000.0
 BATCH_SIZE = 100
 
+# The architectures' shapes, from the models' published config.json files: what `rlsedit llm-bench
+# --arch` builds with random weights where no checkpoint is at hand (the edited down_proj is
+# intermediate_size x hidden_size, d_k x d_v).
+ARCHITECTURES: dict[str, dict] = {
+    "llama3-8b": {"model_type": "llama", "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336,
+                  "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+                  "rope_theta": 500000.0, "rms_norm_eps": 1e-5, "max_position_embeddings": 8192,
+                  "tie_word_embeddings": False},
+    "qwen2.5-7b": {"model_type": "qwen2", "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944,
+                   "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+                   "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 32768,
+                   "tie_word_embeddings": False},
+}
+
 
 def preset(model: str, editor: str = "rlsedit", **changes) -> EditingConfig:
     """The published configuration for ``model`` ("llama3-8b", "qwen2.5-7b") and ``editor``.

@@ -138,3 +138,50 @@ def test_llm_edit_help_explains_every_option():
     for option in ("--model", "--requests", "--out", "--config", "--preset", "--editor", "--layers", "--batch-size",
                    "--stats-dir", "--limit", "--checkpoint-every", "--resume", "--device", "--dtype"):
         assert option in out
+
+
+def test_llm_bench_real_architectures_have_the_published_shapes_and_settings():
+    import argparse
+
+    from llm_experiments.bench import _configs
+    from llm_experiments.presets import preset
+
+    def args(**kw):
+        base = dict(arch="llama3-8b", editor="rlsedit", layers=None, num_layers=None, batch_size=100, steps=1,
+                    requests_per_pass=16, solver_dtype="float64", hidden=128, d_ff=1024)
+        return argparse.Namespace(**{**base, **kw})
+
+    config, model = _configs(args(), vocab=215)
+    assert (model.model_type, model.intermediate_size, model.hidden_size) == ("llama", 14336, 4096)
+    assert (model.num_attention_heads, model.num_key_value_heads, model.vocab_size) == (32, 8, 128256)
+    assert model.num_hidden_layers == 9 and config.layers == (4, 5, 6, 7, 8)  # cut after the last edited layer
+    assert config == preset("llama3-8b").replace(values=config.values) and config.values.steps == 1
+    config, model = _configs(args(arch="qwen2.5-7b", editor="alphaedit", layers="7", num_layers=12), vocab=215)
+    assert (model.model_type, model.intermediate_size, model.hidden_size, model.num_key_value_heads) == \
+        ("qwen2", 18944, 3584, 4)
+    assert model.num_hidden_layers == 12 and config.layers == (7,) and config.editor_options["threshold"] == 2e-2
+    with pytest.raises(ValueError, match="no published setting"):
+        _configs(args(editor="rome"), vocab=215)
+    with pytest.raises(ValueError, match="--num-layers"):
+        _configs(args(layers="4,8", num_layers=6), vocab=215)
+
+
+@pytest.mark.parametrize("arch", ["llama3-8b", "qwen2.5-7b"])
+def test_llm_bench_runs_a_real_architecture_scaled_down(arch, tmp_path, monkeypatch):
+    import json
+
+    import llm_experiments.bench as bench
+    from rlsedit.cli import main
+
+    small = {**bench.ARCHITECTURES[arch], "vocab_size": 300, "hidden_size": 32, "intermediate_size": 48,
+             "num_attention_heads": 4, "num_key_value_heads": 2}
+    monkeypatch.setitem(bench.ARCHITECTURES, arch, small)
+    assert main(["llm-bench", "--out", str(tmp_path), "--arch", arch, "--layers", "1,2", "--edits", "4",
+                 "--batch-size", "2", "--stats-tokens", "300", "--steps", "1", "--solver-dtype", "float32"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["arch"], summary["num_layers"], summary["d_k"], summary["d_v"]) == (arch, 3, 48, 32)
+    assert summary["peak_rss_bytes"] > 0 and summary["parameters"] > 300 * 32
+    editing = json.loads((tmp_path / "config.json").read_text())["editing"]
+    assert editing["n_w"] == 15000 and editing["solver_dtype"] == "float32"
+    with pytest.raises(SystemExit, match="no published setting"):
+        main(["llm-bench", "--out", str(tmp_path / "x"), "--arch", arch, "--editor", "ft"])
