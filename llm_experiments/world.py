@@ -479,7 +479,15 @@ def load_world(path: str | Path) -> World:
             raise bad(f"field {field!r} must be a JSON {'object' if kind is dict else 'list'}, "
                       f"got {type(doc.get(field)).__name__}" + ("" if field in doc else " (missing)"))
     try:
-        world = World(WorldConfig.from_dict(doc["config"]))
+        config = WorldConfig.from_dict(doc["config"])
+    except WorldConfigError as exc:
+        raise bad(f"field 'config': {exc}") from exc
+    if len(doc["people"]) != config.n_people or len(doc["facts"]) != config.n_people:
+        # checked before generating: a damaged config must not make the loader build a huge world
+        raise bad(f"field 'config' asks for {config.n_people} people, the file lists {len(doc['people'])} "
+                  f"people and {len(doc['facts'])} rows of facts")
+    try:
+        world = World(config)
     except WorldConfigError as exc:
         raise bad(f"field 'config': {exc}") from exc
     if list(world.people) != doc["people"] or [list(r) for r in world.objects] != doc["facts"]:

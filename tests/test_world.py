@@ -193,6 +193,21 @@ def test_load_world_refuses_a_world_file_its_config_does_not_generate(tmp_path):
         load_world(tmp_path)
 
 
+
+def test_load_world_refuses_a_config_that_asks_for_more_people_than_the_file_lists(tmp_path, monkeypatch):
+    import llm_experiments.world as world_module
+
+    paths = write_world(World(WorldConfig(n_people=6, n_relations=2)), tmp_path)
+    doc = json.loads(paths["world.json"].read_text())
+    doc["config"]["n_people"] = 10**9
+    paths["world.json"].write_text(json.dumps(doc))
+    built = []
+    monkeypatch.setattr(world_module, "World", lambda config: built.append(config))  # must not be reached
+    with pytest.raises(WorldConfigError, match="asks for 1000000000 people, the file lists 6 people"):
+        load_world(tmp_path)
+    assert built == []
+
+
 def test_cli_world_writes_the_files(tmp_path, capsys):
     from rlsedit.cli import main
 
