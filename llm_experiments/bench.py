@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="decoder blocks (default: 4 for tiny; a real architecture is cut after its last edited layer)")
     p.add_argument("--layers", default=None,
                    help="edited layers, comma-separated (default: 1,2 for tiny; the preset's for a real architecture)")
+    p.add_argument("--lam", type=float, default=None,
+                   help="the ridge weight lam of rlsedit/memit/rome (default: 1e-6 for tiny, the preset's 0 for a "
+                        "real architecture, which needs E[kk^T] of full rank: more statistics tokens than d_k)")
     p.add_argument("--solver-dtype", choices=("float64", "float32"), default="float64",
                    help="the editors' state dtype (the presets use float64)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
@@ -72,8 +75,9 @@ def _configs(args: argparse.Namespace, vocab: int):
 
     if args.arch == "tiny":
         layers = tuple(int(x) for x in (args.layers or "1,2").split(","))
-        opts = {"rlsedit": {"lam": 1e-6, "mu": 1.0}, "memit": {"lam": 1e-6, "mu": 1.0},
-                "rome": {"lam": 1e-6, "mu": 1.0}, "alphaedit": {"l2": 1e-6, "threshold": 1e-6}, "ft": {}}
+        lam = 1e-6 if args.lam is None else args.lam
+        opts = {"rlsedit": {"lam": lam, "mu": 1.0}, "memit": {"lam": lam, "mu": 1.0},
+                "rome": {"lam": lam, "mu": 1.0}, "alphaedit": {"l2": 1e-6, "threshold": 1e-6}, "ft": {}}
         if args.editor not in opts:
             raise ValueError(f"unknown editor {args.editor!r}")
         config = EditingConfig(editor=args.editor, layers=layers, batch_size=args.batch_size,
@@ -88,8 +92,11 @@ def _configs(args: argparse.Namespace, vocab: int):
         base = preset(args.arch, args.editor)
         layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else base.layers
         values = dataclasses.replace(base.values, steps=args.steps, requests_per_pass=args.requests_per_pass)
+        options = dict(base.editor_options)
+        if args.lam is not None and "lam" in options:
+            options["lam"] = args.lam
         config = base.replace(layers=layers, batch_size=args.batch_size, values=values,
-                              solver_dtype=args.solver_dtype)
+                              solver_dtype=args.solver_dtype, editor_options=options)
         shape = dict(ARCHITECTURES[args.arch])
         shape["num_hidden_layers"] = args.num_layers or max(layers) + 1
         shape["vocab_size"] = max(shape["vocab_size"], vocab)  # the word ids are a subset of the real vocabulary

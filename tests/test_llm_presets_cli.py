@@ -148,7 +148,7 @@ def test_llm_bench_real_architectures_have_the_published_shapes_and_settings():
 
     def args(**kw):
         base = dict(arch="llama3-8b", editor="rlsedit", layers=None, num_layers=None, batch_size=100, steps=1,
-                    requests_per_pass=16, solver_dtype="float64", hidden=128, d_ff=1024)
+                    requests_per_pass=16, solver_dtype="float64", hidden=128, d_ff=1024, lam=None)
         return argparse.Namespace(**{**base, **kw})
 
     config, model = _configs(args(), vocab=215)
@@ -156,6 +156,8 @@ def test_llm_bench_real_architectures_have_the_published_shapes_and_settings():
     assert (model.num_attention_heads, model.num_key_value_heads, model.vocab_size) == (32, 8, 128256)
     assert model.num_hidden_layers == 9 and config.layers == (4, 5, 6, 7, 8)  # cut after the last edited layer
     assert config == preset("llama3-8b").replace(values=config.values) and config.values.steps == 1
+    assert _configs(args(lam=1e-2), vocab=215)[0].editor_options == {"lam": 1e-2, "mu": 1.0}
+    assert _configs(args(arch="tiny", lam=0.5), vocab=215)[0].editor_options == {"lam": 0.5, "mu": 1.0}
     config, model = _configs(args(arch="qwen2.5-7b", editor="alphaedit", layers="7", num_layers=12), vocab=215)
     assert (model.model_type, model.intermediate_size, model.hidden_size, model.num_key_value_heads) == \
         ("qwen2", 18944, 3584, 4)
