@@ -176,9 +176,9 @@ class EditRunConfig:
                 raise _bad(name, v, "must be an integer >= 0")
         if self.threads > MAX_THREADS:
             raise _bad("threads", self.threads, f"must be at most {MAX_THREADS}")
-        if (self.hidden, self.d_ff) != (128, 1024) and (self.quick or self.model not in TINY_MODELS):
-            raise _bad("hidden" if self.hidden != 128 else "d_ff", self.hidden if self.hidden != 128 else self.d_ff,
-                       "sets the size of a tiny model trained here; "
+        resized = [name for name in ("hidden", "d_ff") if getattr(self, name) != _FIELD_DEFAULTS[name]]
+        if resized and (self.quick or self.model not in TINY_MODELS):
+            raise _bad(resized[0], getattr(self, resized[0]), "sets the size of a tiny model trained here; "
                        + ("--quick has its own" if self.quick else "a checkpoint has its own"))
         if self.model in TINY_MODELS and not self.quick:
             from .tiny_models import TrainConfig, TrainConfigError
@@ -245,6 +245,9 @@ class EditRunConfig:
         return EditingConfig(editor=self.editor, layers=self.layers, batch_size=self.batch_size,
                              fact_token=self.fact_token, context_templates=templates, values=values,
                              editor_options=self.editor_options(), n_w=float(self.n_w))
+
+
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(EditRunConfig)}
 
 
 def with_bos(tokenizer):

@@ -375,9 +375,9 @@ def counterfact_metrics(
             pairs += [(p, new), (p, other)]
         layout.append((1, len(r.paraphrase_prompts), len(r.neighborhood_prompts)))
     scores = score_continuations(model, tokenizer, pairs, batch_size=batch_size, progress=progress)
-    n_generated = sum(1 for i, r in enumerate(requests) if r.generation_prompts and i % generation_every == 0)
-    bar = tqdm(total=n_generated if generation else 0, desc="generate", unit="edit",
-               disable=not (progress and generation and n_generated), leave=False)
+    generated = {i for i, r in enumerate(requests)
+                 if generation and r.generation_prompts and i % generation_every == 0}
+    bar = tqdm(total=len(generated), desc="generate", unit="edit", disable=not (progress and generated), leave=False)
     results = []
     pos = 0
     for index, (r, counts) in enumerate(zip(requests, layout, strict=True)):
@@ -396,7 +396,7 @@ def counterfact_metrics(
                 gaps = [math.exp(-n) - math.exp(-t) for n, t in pairs_nll]
             row[name] = float(np.mean(wins))
             row[f"{name}_magnitude"] = float(np.mean(gaps))
-        if generation and r.generation_prompts and index % generation_every == 0:
+        if index in generated:
             texts = generate_texts(model, tokenizer, r.generation_prompts, max_length=max_length,
                                    top_k=top_k, seed=seed)
             row["fluency"] = fluency(texts)
