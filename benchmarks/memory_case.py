@@ -5,8 +5,9 @@ Peak resident memory is a property of a whole process, so each case gets a fresh
 1. imports torch and rlsedit and records its resident set (the interpreter's own memory);
 2. builds the editor (``RLSEditor(W0, lam=1.0, keep_W0=False)``, see :mod:`benchmarks.cases`;
    ``--keep-W0`` keeps the editor's copy of W0, the default of the class) from a W0 that is then
-   freed, and resets the kernel's peak counter (``/proc/self/clear_refs``, Linux), so the construction's transient
-   copies are not counted;
+   freed, records the construction's peak (W0, C_0's factorisation and inverse, the editor's copies),
+   and resets the kernel's peak counter (``/proc/self/clear_refs``, Linux), so the construction's
+   transient copies are not counted in the stream's peak;
 3. streams ``--batches`` batches and records the resident set after each one and the peak.
 
 It prints one JSON object on stdout. Linux only: elsewhere it exits with an error that says so.
@@ -55,8 +56,10 @@ def reset_peak() -> None:
 def measure(d_k: int, d_v: int, u: int, dtype: torch.dtype, batches: int, seed: int, keep_W0: bool = False) -> dict:
     gc.collect()
     baseline = rss()
+    reset_peak()
     editor = rls_editor(random_weight(d_k, d_v, dtype, seed), keep_W0=keep_W0)
     gc.collect()
+    construction_peak = peak_rss()
     reset_peak()
     start = rss()
     g = torch.Generator().manual_seed(seed + 1)
@@ -74,6 +77,7 @@ def measure(d_k: int, d_v: int, u: int, dtype: torch.dtype, batches: int, seed: 
         "floor_bytes": floor,
         "editor_bytes": floor + (d_k * d_v * item if keep_W0 else 0),  # C, W and the editor's copy of W0, if kept
         "baseline_rss_bytes": baseline,
+        "construction_peak_rss_bytes": construction_peak,
         "start_rss_bytes": start,
         "peak_rss_bytes": peak,
         "rss_after_batch_bytes": after,

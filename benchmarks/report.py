@@ -82,11 +82,12 @@ def markdown(r: dict) -> str:
             "## 5. Memory (one process per case; peak RSS above the process's RSS before the editor)",
             "",
             "*keep_W0*: whether the editor keeps its copy of W0 (`keep_W0=False` is the configuration of",
-            "the 1.25x target). *editor state*: C + W, plus W0 when the editor keeps it.",
+            "the 1.25x target). *editor state*: C + W, plus W0 when the editor keeps it. *construction / floor*:",
+            "the peak while the editor is built (W0, C_0's factorisation and inverse), above the same baseline.",
             "",
             "| d_k x d_v | dtype | keep_W0 | u | floor C + W (MiB) | peak (MiB) | peak / floor "
-            "| peak / editor state | last - first batch (MiB) | max - min (MiB) |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| peak / editor state | last - first batch (MiB) | max - min (MiB) | construction / floor |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for c in r["memory"]:
             used = c["peak_rss_bytes"] - c["baseline_rss_bytes"]
@@ -94,7 +95,8 @@ def markdown(r: dict) -> str:
                 f"| {c['d_k']} x {c['d_v']} | {c['dtype']} | {c.get('keep_W0', True)} | {c['u']} | "
                 f"{_mib(c['floor_bytes'])} | {_mib(used)} | "
                 f"{c['peak_over_floor']:.3f} | {c['peak_over_editor_state']:.3f} | "
-                f"{c['growth_bytes'] / 2**20:.1f} | {c['rss_range_bytes'] / 2**20:.1f} |"
+                f"{c['growth_bytes'] / 2**20:.1f} | {c['rss_range_bytes'] / 2**20:.1f} | "
+                + (f"{c['construction_over_floor']:.3f} |" if "construction_over_floor" in c else "- |")
             )
     L = r["long"]
     lines += ["", "## 6. Long stream at the Llama-3-8B size (`--long`)", ""]

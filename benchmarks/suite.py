@@ -311,13 +311,15 @@ def memory_cases(cfg: BenchConfig, log: Callable[[str], None]) -> list[dict]:
             after = case["rss_after_batch_bytes"]
             case["peak_over_floor"] = used / case["floor_bytes"]
             case["peak_over_editor_state"] = used / case["editor_bytes"]
+            built = case["construction_peak_rss_bytes"] - case["baseline_rss_bytes"]
+            case["construction_over_floor"] = built / case["floor_bytes"]
             # growth along the stream: resident set after the last batch minus after the first
             case["growth_bytes"] = after[-1] - after[0]
             case["rss_range_bytes"] = max(after) - min(after)
             case["load"] = machine.load()
             log(f"memory {d_k}x{d_v} {name} keep_W0={keep_W0}: peak {used / 2**20:.0f} MiB = "
                 f"{case['peak_over_floor']:.3f}x C + W, growth {case['growth_bytes'] / 2**20:.1f} MiB "
-                f"over {len(after)} batches")
+                f"over {len(after)} batches; construction peak {case['construction_over_floor']:.3f}x C + W")
             out.append(case)
     return out
 

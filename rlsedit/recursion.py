@@ -70,11 +70,35 @@ def cholesky_or_raise(A: torch.Tensor, lam: float, what: str) -> torch.Tensor:
 
 def initial_inverse(d_k: int, lam: float, mu: float, anchor: Anchor | None,
                     dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """C_0 = (lam I + mu K0^T K0)^{-1}   (PAPER.md section 4, first line). Costs O(d_k^3), once."""
-    A0 = prior_precision(d_k, lam, mu, anchor, dtype, device)
-    L = cholesky_or_raise(A0, lam, "lam I + mu anchor_gram")
+    """C_0 = (lam I + mu K0^T K0)^{-1}   (PAPER.md section 4, first line). Costs O(d_k^3), once.
+
+    At most two d_k x d_k matrices are alive at once: A_0 is freed once factored, the factor once
+    inverted, and the inverse is symmetrised in place.
+    """
+    L = cholesky_or_raise(prior_precision(d_k, lam, mu, anchor, dtype, device), lam, "lam I + mu anchor_gram")
     C0 = torch.cholesky_inverse(L)  # (d_k, d_k)
-    return 0.5 * (C0 + C0.T)
+    del L
+    return symmetrize_(C0)
+
+
+def symmetrize_(A: torch.Tensor, block: int = 1024) -> torch.Tensor:
+    """A <- (A + A^T) / 2 in place, one pair of (block, block) tiles at a time; returns A.
+
+    Equal, bit for bit, to ``0.5 * (A + A.T)``, without its two d x d temporaries.
+    """
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise ValueError(f"symmetrize_ needs a square matrix, got shape {tuple(A.shape)}")
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+    d = A.shape[0]
+    for i in range(0, d, block):
+        for j in range(i, d, block):
+            upper = A[i:i + block, j:j + block]
+            lower = A[j:j + block, i:i + block]
+            mean = 0.5 * (upper + lower.T)  # a copy: the writes below cannot feed back into it
+            upper.copy_(mean)
+            lower.copy_(mean.T)
+    return A
 
 
 def initial_solution(C0: torch.Tensor, W0: torch.Tensor, mu: float, anchor: Anchor | None) -> torch.Tensor:

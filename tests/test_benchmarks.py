@@ -74,6 +74,9 @@ def test_a_tiny_run_writes_valid_results(tmp_path):
     assert [c["floor_bytes"] for c in loaded["memory"]] == [(24 * 24 + 24 * 4) * 8] * 2
     assert [c["editor_bytes"] for c in loaded["memory"]] == [(24 * 24 + 24 * 4) * 8, (24 * 24 + 2 * 24 * 4) * 8]
     assert len(loaded["memory"][0]["rss_after_batch_bytes"]) == 2
+    assert all(c["construction_peak_rss_bytes"] >= c["baseline_rss_bytes"] for c in loaded["memory"])
+    assert all(c["construction_over_floor"] >= 0 for c in loaded["memory"])
+    assert "construction / floor" in (tmp_path / "report.md").read_text()
     assert [e["lam"] for e in loaded["precision"]["errors"]] == [1.0, 1e-2, 1e-3]
     assert loaded["precision"]["speedup"] == []  # one dtype only: nothing to compare
     assert "## 3. Flat in history" in (tmp_path / "report.md").read_text()

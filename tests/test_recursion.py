@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import rlsedit
-from rlsedit.recursion import rls_update
+from rlsedit.recursion import initial_inverse, rls_update, symmetrize_
 
 from .strategies import MAX_REL_TOL, Problem, problems, rel_err, rel_tol, t, tolerance
 
@@ -233,3 +233,40 @@ def test_tolerance_table_is_meaningful():
     assert tolerance(torch.float64, 1.0) < 1e-11
     assert tolerance(torch.float32, 10.0) < 1e-2
     assert tolerance(torch.float32, 1e6) > MAX_REL_TOL  # such examples are rejected by rel_tol
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(d=st.integers(1, 23), block=st.integers(1, 9), seed=st.integers(0, 2**31 - 1))
+def test_symmetrize_in_place_equals_the_two_temporary_formula_bitwise(dtype, d, block, seed):
+    A = torch.randn(d, d, dtype=dtype, generator=torch.Generator().manual_seed(seed))
+    expected = 0.5 * (A + A.T)
+    out = symmetrize_(A, block=block)
+    assert out is A
+    assert torch.equal(A, expected)
+    assert torch.equal(A, A.T)
+
+
+def test_symmetrize_refuses_a_non_square_matrix_or_an_empty_tile():
+    with pytest.raises(ValueError, match=r"square matrix, got shape \(2, 3\)"):
+        symmetrize_(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="block must be >= 1, got 0"):
+        symmetrize_(torch.zeros(2, 2), block=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_initial_inverse_is_the_symmetric_inverse_of_the_prior(dtype):
+    """C_0 against scipy's inverse of lam I + mu G, at a size with several tiles of symmetrize_."""
+    import scipy.linalg
+
+    from rlsedit.anchor import resolve_anchor
+
+    rng = np.random.default_rng(3)
+    d_k = 1100  # two tiles of 1024: the off-diagonal pair is exercised
+    K0 = rng.standard_normal((1500, d_k)) / np.sqrt(d_k)
+    anchor = resolve_anchor(torch.zeros(d_k, 2, dtype=dtype), anchor_keys=K0)
+    C0 = initial_inverse(d_k, 0.5, 2.0, anchor, dtype, torch.device("cpu"))
+    A0 = 0.5 * np.eye(d_k) + 2.0 * anchor.gram.double().numpy()
+    expected = scipy.linalg.inv(A0)
+    assert C0.dtype == dtype and torch.equal(C0, C0.T)
+    err = np.linalg.norm(C0.double().numpy() - expected) / np.linalg.norm(expected)
+    assert err <= tolerance(dtype, np.linalg.cond(A0))
