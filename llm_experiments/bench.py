@@ -65,6 +65,17 @@ def _world(seed: int, n_words: int = 200):
     return rng, words, glue
 
 
+def _layers(text: str) -> tuple[int, ...]:
+    """``--layers 4,5,6`` as a tuple (ValueError names the option)."""
+    try:
+        layers = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"--layers must be comma-separated layer indices, got {text!r}") from None
+    if min(layers) < 0:
+        raise ValueError(f"--layers must be >= 0, got {text!r}")
+    return layers
+
+
 def _configs(args: argparse.Namespace, vocab: int):
     """The editing config and the model config of ``args`` (ValueError names a bad option)."""
     from transformers import AutoConfig
@@ -73,8 +84,9 @@ def _configs(args: argparse.Namespace, vocab: int):
     from .presets import preset
     from .values import ValueConfig
 
+    layers = _layers(args.layers) if args.layers else None
     if args.arch == "tiny":
-        layers = tuple(int(x) for x in (args.layers or "1,2").split(","))
+        layers = layers or (1, 2)
         lam = 1e-6 if args.lam is None else args.lam
         opts = {"rlsedit": {"lam": lam, "mu": 1.0}, "memit": {"lam": lam, "mu": 1.0},
                 "rome": {"lam": lam, "mu": 1.0}, "alphaedit": {"l2": 1e-6, "threshold": 1e-6}, "ft": {}}
@@ -90,7 +102,7 @@ def _configs(args: argparse.Namespace, vocab: int):
             max_position_embeddings=256)
     else:
         base = preset(args.arch, args.editor)
-        layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else base.layers
+        layers = layers or base.layers
         values = dataclasses.replace(base.values, steps=args.steps, requests_per_pass=args.requests_per_pass)
         options = dict(base.editor_options)
         if args.lam is not None and "lam" in options:

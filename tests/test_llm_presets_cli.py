@@ -166,6 +166,12 @@ def test_llm_bench_real_architectures_have_the_published_shapes_and_settings():
         _configs(args(editor="rome"), vocab=215)
     with pytest.raises(ValueError, match="--num-layers"):
         _configs(args(layers="4,8", num_layers=6), vocab=215)
+    for arch in ("tiny", "llama3-8b"):
+        with pytest.raises(ValueError, match=r"--layers must be comma-separated layer indices, got '4;5'"):
+            _configs(args(arch=arch, layers="4;5"), vocab=215)
+        with pytest.raises(ValueError, match=r"--layers must be >= 0, got '-1'"):
+            _configs(args(arch=arch, layers="-1"), vocab=215)
+    assert _configs(args(arch="tiny"), vocab=215)[0].layers == (1, 2)
 
 
 @pytest.mark.parametrize("arch", ["llama3-8b", "qwen2.5-7b"])
