@@ -83,6 +83,9 @@ class EditRunConfig:
             package's six English prefixes; words a word-level tokenizer does not know).
         snippets: CounterFact's ``attribute_snippets.json`` for a CounterFact file: the Consistency
             references (without it, generation needs reference texts in the records).
+        tfidf: a folder with MEMIT's ``idf.npy`` and ``tfidf_vocab.json`` for a CounterFact file:
+            Consistency's TF-IDF statistics as the authors used them; ``None``: fitted on the
+            reference texts of the records used.
         stats_corpus: a text file for E[kk^T] (one document per line); ``None``: the world's
             training texts (tiny models only).
         stats_tokens: tokens of the statistics corpus used.
@@ -130,6 +133,7 @@ class EditRunConfig:
     value_weight_decay: float = 0.0
     context: str = "bare"
     snippets: str | None = None
+    tfidf: str | None = None
     stats_corpus: str | None = None
     stats_tokens: int = 100_000
     generation: bool = True
@@ -161,6 +165,8 @@ class EditRunConfig:
                        "give a CounterFact/ZsRE file for a checkpoint")
         if self.snippets is not None and (self.data == "world" or self.dataset != "counterfact"):
             raise _bad("snippets", self.snippets, "attribute snippets go with a CounterFact file")
+        if self.tfidf is not None and (self.data == "world" or self.dataset != "counterfact"):
+            raise _bad("tfidf", self.tfidf, "TF-IDF statistics go with a CounterFact file (Consistency)")
         if self.data == "world" and self.dataset != "counterfact":
             raise _bad("dataset", self.dataset, "the fact world is CounterFact-shaped; use 'counterfact'")
         if self.model not in TINY_MODELS and self.stats_corpus is None and self.editor != "ft":
@@ -323,7 +329,7 @@ def read_inputs(config: EditRunConfig) -> RunInputs:
     """Read and check the run's files before any model is loaded or trained: the data file and its
     snippets, the statistics corpus and the checkpoint's folder. A bad one raises :class:`EditRunError`
     naming it (a :class:`.data.DataError`'s message: file, record, field)."""
-    from .data import DataError, load_counterfact, load_zsre
+    from .data import DataError, load_counterfact, load_tfidf, load_zsre
     from .metrics import TfidfStats
     from .models import ModelPathError, check_model_path
 
@@ -344,7 +350,16 @@ def read_inputs(config: EditRunConfig) -> RunInputs:
             raise _bad("n_edits", config.n_edits, f"{config.data} holds only {len(requests)} records")
         docs = [t for r in requests for t in r.reference_texts]
         wants = config.generation or config.along_generation
-        tfidf = TfidfStats.fit(docs) if (wants and docs) else None
+        if config.tfidf is not None:
+            folder = Path(config.tfidf)
+            if not folder.is_dir():
+                raise _bad("tfidf", config.tfidf, "not a folder (it should hold idf.npy and tfidf_vocab.json)")
+            try:
+                tfidf = load_tfidf(folder / "idf.npy", folder / "tfidf_vocab.json")
+            except DataError as exc:
+                raise _bad("tfidf", config.tfidf, str(exc)) from exc
+        elif wants and docs:
+            tfidf = TfidfStats.fit(docs)
         if wants and tfidf is None:
             raise _bad("generation", True, f"{config.data} has no reference texts for Consistency")
     texts = None if config.stats_corpus is None else _read_corpus(config.stats_corpus)
@@ -394,6 +409,8 @@ def load_target(config: EditRunConfig, *, progress: bool = True, inputs: RunInpu
     if inputs.corpus_texts is not None:
         texts = inputs.corpus_texts
         resolved["stats_corpus"] = str(Path(config.stats_corpus).resolve())
+    if config.tfidf is not None:
+        resolved["tfidf"] = str(Path(config.tfidf).resolve())
     capability = {}
     if world is not None:  # the tiny model's general capability: the world's language, apart from its facts
         from .world_capability import world_capability

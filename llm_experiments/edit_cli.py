@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--snippets", default=None,
                    help="CounterFact's attribute_snippets.json: the Consistency reference texts of a CounterFact "
                         "file (TF-IDF is fitted on the references used)")
+    g.add_argument("--tfidf", default=None, metavar="DIR",
+                   help="a folder with MEMIT's idf.npy and tfidf_vocab.json: Consistency's TF-IDF statistics for "
+                        "a CounterFact file, as the authors used them (default: fitted on the references used)")
     g.add_argument("--cache", default=DEFAULT_CACHE_DIR,
                    help="cache directory for tiny models and E[kk^T] statistics")
     g.add_argument("--quick", action="store_true",
@@ -132,7 +135,8 @@ def config_from_args(args: argparse.Namespace, editor: str) -> EditRunConfig:
         n_w=args.n_w, l2=args.l2, threshold=args.threshold, ft_steps=args.ft_steps, ft_lr=args.ft_lr,
         ft_norm_bound=args.ft_norm_bound, value_steps=args.value_steps, value_lr=args.value_lr,
         kl_factor=args.kl_factor, clamp_factor=args.clamp_factor, value_weight_decay=args.value_weight_decay,
-        context=args.context, snippets=args.snippets, stats_corpus=args.stats_corpus, stats_tokens=args.stats_tokens,
+        context=args.context, snippets=args.snippets, tfidf=args.tfidf, stats_corpus=args.stats_corpus,
+        stats_tokens=args.stats_tokens,
         generation=not args.no_generation, max_length=args.max_length, along_stream=args.along_stream,
         along_generation=args.along_generation, generation_every=args.generation_every,
         along_every=args.along_every,

@@ -147,6 +147,9 @@ def test_run_refuses_a_non_empty_folder(five_runs):
     ({"context": "english"}, "context"),
     ({"people": 3}, "people"),
     ({"snippets": "attribute_snippets.json"}, "snippets"),
+    ({"tfidf": "stats"}, "tfidf"),
+    ({"data": "zsre.json", "dataset": "zsre", "model": "some/checkpoint", "stats_corpus": "w.txt", "tfidf": "stats"},
+     "tfidf"),
     ({"hidden": 100}, "hidden"),  # 4 heads of 25: odd, no rotary embedding
     ({"d_ff": 0}, "d_ff"),
     ({"quick": True, "hidden": 256}, "hidden"),
@@ -206,13 +209,51 @@ def test_a_checkpoint_with_a_counterfact_file(five_runs, tmp_path):
     out = tmp_path / "run"
     code = main(["edit", "--model", str(checkpoint), "--data", str(fixtures / "counterfact.json"),
                  "--snippets", str(fixtures / "attribute_snippets.json"), "--stats-corpus", str(corpus),
-                 "--n-edits", "3", "--batch-size", "3", "--value-steps", "3", "--max-length", "12",
-                 "--no-progress", "--out", str(out), "--cache", str(tmp_path / "cache")])
+                 "--tfidf", str(fixtures), "--n-edits", "3", "--batch-size", "3", "--value-steps", "3",
+                 "--max-length", "12", "--no-progress", "--out", str(out), "--cache", str(tmp_path / "cache")])
     assert code == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["n_edits"] == 3 and set(TABLE_METRICS) <= set(s)
     assert s["config"]["resolved"]["stats_corpus"] == str(corpus.resolve())
+    assert s["config"]["resolved"]["tfidf"] == str(fixtures.resolve())
     with pytest.raises(SystemExit, match="holds only 3 records"):
         main(["edit", "--model", str(checkpoint), "--data", str(fixtures / "counterfact.json"),
               "--stats-corpus", str(corpus), "--n-edits", "5", "--no-generation", "--no-progress",
               "--out", str(tmp_path / "run2"), "--cache", str(tmp_path / "cache")])
+
+
+def test_tfidf_statistics_are_read_from_a_folder_or_refused_by_name(tmp_path, monkeypatch):
+    """--tfidf DIR: MEMIT's idf.npy + tfidf_vocab.json replace the TF-IDF fitted on the references."""
+    import shutil
+    from pathlib import Path
+
+    import numpy as np
+
+    from llm_experiments.benchmark import read_inputs
+    from llm_experiments.data import load_tfidf
+
+    fixtures = Path(__file__).parent / "fixtures"
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("John Brown speaks English.\n")
+
+    def config(**kw):
+        return EditRunConfig(model=str(fixtures), data=str(fixtures / "counterfact.json"), stats_corpus=str(corpus),
+                             snippets=str(fixtures / "attribute_snippets.json"), n_edits=2, **kw)
+
+    # the fixtures folder stands in for a checkpoint: read_inputs only checks the folder
+    monkeypatch.setattr("llm_experiments.models.check_model_path", lambda path: None)
+    read = read_inputs(config(tfidf=str(fixtures))).tfidf
+    fitted = read_inputs(config()).tfidf
+    with pytest.raises(EditRunError, match=r"tfidf=.*not a folder"):
+        read_inputs(config(tfidf=str(tmp_path / "missing")))
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    shutil.copy(fixtures / "idf.npy", damaged / "idf.npy")
+    with pytest.raises(EditRunError, match=r"tfidf=.*tfidf_vocab.json"):
+        read_inputs(config(tfidf=str(damaged)))
+    expected = load_tfidf(fixtures / "idf.npy", fixtures / "tfidf_vocab.json")
+    assert read.vocabulary == expected.vocabulary and np.array_equal(read.idf, expected.idf)
+    assert fitted.vocabulary != expected.vocabulary or not np.array_equal(fitted.idf, expected.idf)
+    args = build_parser("edit").parse_args(["edit", "--out", "x", "--model", "ckpt", "--data", "cf.json",
+                                            "--stats-corpus", "w.txt", "--tfidf", "DIR"])
+    assert config_from_args(args, "rlsedit").tfidf == "DIR"
