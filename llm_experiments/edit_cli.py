@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="format and metric suite of a --data file")
     g.add_argument("--snippets", default=None,
                    help="CounterFact's attribute_snippets.json: the Consistency reference texts of a CounterFact "
-                        "file (TF-IDF is fitted on the references used)")
+                        "file (TF-IDF is fitted on the references used, unless --tfidf is given)")
     g.add_argument("--tfidf", default=None, metavar="DIR",
                    help="a folder with MEMIT's idf.npy and tfidf_vocab.json: Consistency's TF-IDF statistics for "
                         "a CounterFact file, as the authors used them (default: fitted on the references used)")
