@@ -79,7 +79,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mu", type=float, default=_D.mu,
                    help="weight of the anchor n_w E[kk^T] (rlsedit, memit, rome; the paper: 1)")
     g.add_argument("--n-w", type=float, default=_D.n_w,
-                   help="anchor size: the Gram is n_w * E[kk^T] (the paper: 15000)")
+                   help="anchor size: the Gram is n_w * E[kk^T] (the paper: 15000). The default suits streams "
+                        "of a few hundred edits on the tiny models; for thousands, raise it (300 over 10,000 edits "
+                        "on the d_ff 2048 model: docs/edit-benchmark.md)")
     g.add_argument("--l2", type=float, default=_D.l2, help="AlphaEdit's ridge weight")
     g.add_argument("--threshold", type=float, default=_D.threshold,
                    help="AlphaEdit's null space: eigenvalues of E[kk^T] below this")
