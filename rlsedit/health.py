@@ -34,6 +34,7 @@ import torch
 
 from .anchor import Anchor
 from .errors import ParameterError, RefactorizationError, ShapeError
+from .recursion import symmetrize_
 
 
 @dataclass(frozen=True)
@@ -171,15 +172,15 @@ class Information:
         Raises :class:`RefactorizationError` when A is not positive definite (e.g. after retracting
         more than was applied, or a prior that was singular to begin with).
         """
-        # Cholesky reads the lower triangle only (A is symmetric by construction), and
-        # cholesky_inverse returns an exactly symmetric matrix: no d_k x d_k temporaries beyond L, C.
+        # Cholesky reads the lower triangle only (A is symmetric by construction); symmetrize_ works
+        # in place: no d_k x d_k temporaries beyond L and C.
         L, info = torch.linalg.cholesky_ex(self.A)
         if int(info) != 0:
             raise RefactorizationError(
                 "the information matrix lam I + mu G + sum K^T K is not positive definite "
                 f"(Cholesky fails at leading minor {int(info)}); C cannot be rebuilt from it"
             )
-        C = torch.cholesky_inverse(L)  # (d_k, d_k)
+        C = symmetrize_(torch.cholesky_inverse(L))  # (d_k, d_k)
         W = W0.double() + torch.cholesky_solve(self.B, L)  # (d_k, d_v)
         return C.to(W0.dtype), W.to(W0.dtype)
 

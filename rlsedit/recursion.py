@@ -73,7 +73,7 @@ def initial_inverse(d_k: int, lam: float, mu: float, anchor: Anchor | None,
     """C_0 = (lam I + mu K0^T K0)^{-1}   (PAPER.md section 4, first line). Costs O(d_k^3), once.
 
     At most two d_k x d_k matrices are alive at once: A_0 is freed once factored, the factor once
-    inverted, and the inverse is symmetrised in place.
+    inverted, and the inverse is symmetrised in place (:func:`symmetrize_`).
     """
     L = cholesky_or_raise(prior_precision(d_k, lam, mu, anchor, dtype, device), lam, "lam I + mu anchor_gram")
     C0 = torch.cholesky_inverse(L)  # (d_k, d_k)
@@ -84,7 +84,10 @@ def initial_inverse(d_k: int, lam: float, mu: float, anchor: Anchor | None,
 def symmetrize_(A: torch.Tensor, block: int = 1024) -> torch.Tensor:
     """A <- (A + A^T) / 2 in place, one pair of (block, block) tiles at a time; returns A.
 
-    Equal, bit for bit, to ``0.5 * (A + A.T)``, without its two d x d temporaries.
+    Equal, bit for bit, to ``0.5 * (A + A.T)``, without its two d x d temporaries. Every inverse
+    built from a Cholesky factor goes through it (C_0 here, the rebuilt C in :mod:`.health`):
+    ``torch.cholesky_inverse`` is exactly symmetric on the CPU (measured up to d = 3000, float32
+    and float64), so there it is one O(d^2) pass that changes nothing; no other device was checked.
     """
     if A.ndim != 2 or A.shape[0] != A.shape[1]:
         raise ValueError(f"symmetrize_ needs a square matrix, got shape {tuple(A.shape)}")
