@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 import rlsedit
-from rlsedit.cli import thread_count
+from rlsedit_cli.args import thread_count
 
 
 def make_problem(d_k: int, d_v: int, n: int, decades: float, seed: int):

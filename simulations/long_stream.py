@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 import rlsedit
-from rlsedit.cli import thread_count
+from rlsedit_cli.args import thread_count
 
 
 def main(argv: list[str] | None = None) -> int:

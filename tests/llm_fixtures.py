@@ -11,7 +11,7 @@ WORDS = (
 
 
 def tiny_tokenizer():
-    from llm_experiments.tokenizer import build_word_tokenizer
+    from llm_experiments.model.tokenizer import build_word_tokenizer
 
     return build_word_tokenizer(WORDS)
 
@@ -61,7 +61,7 @@ LANGUAGES = (" French", " English", " Spanish", " German")
 
 def tiny_requests(n: int = 4, *, offset: int = 1):
     """``n`` counterfactual requests over the fixture vocabulary (subjects and languages cycle)."""
-    from llm_experiments.requests import EditRequest
+    from llm_experiments.data.requests import EditRequest
 
     return [
         EditRequest(case_id=i, prompt="The mother tongue of {} is", subject=SUBJECTS[i % len(SUBJECTS)],
@@ -81,7 +81,7 @@ TINY_CORPUS = (
 )
 
 
-FIXTURES = __import__("pathlib").Path(__file__).resolve().parent / "fixtures"
+from tests.paths import FIXTURES  # noqa: E402
 
 
 def fixture_words() -> list[str]:
@@ -98,7 +98,7 @@ def fixture_words() -> list[str]:
 
 def eval_tokenizer():
     """The tiny tokenizer's words plus every word of the evaluation fixtures (no unknown words)."""
-    from llm_experiments.tokenizer import build_word_tokenizer
+    from llm_experiments.model.tokenizer import build_word_tokenizer
 
     extra = ("Review", "Sentiment", "negative", "positive", "Sentence", "Question", "Answer", "Do", "both",
              "sentences", "mean", "same", "thing", "Yes", "No", "this", "sentence", "grammatically", "correct",

@@ -1,0 +1,409 @@
+"""Anchor statistics: the second moment E[k k^T] of each edited layer's keys over a text corpus.
+
+The anchor Gram of the solver is ``K0^T K0 = n_w * E[k k^T]`` (PAPER.md section 2; MEMIT's
+``mom2`` statistic). Here it is
+
+- accumulated in a streaming, chunked way: texts are read one at a time (files line by line),
+  tokenised, truncated to ``seq_len`` tokens, batched ``batch_size`` sequences at a time; one
+  forward pass per batch feeds every edited layer, stopping after the deepest one; only the
+  d_k x d_k sums stay in memory. Every non-padding token counts, up to ``max_tokens``;
+- cached on disk, one file per layer in a directory the caller names: ``<site path>.safetensors``
+  (the un-normalised sum ``mom2`` and ``count``) with the key of what produced it in the file's
+  metadata, and the same key as a readable ``.json`` beside it. A file whose key differs from the
+  one requested is refused with :class:`StatsCacheMismatchError` naming every differing field;
+  ``overwrite=True`` recomputes instead;
+- importable from MEMIT/AlphaEdit's saved statistics (:func:`read_memit_npz`,
+  :func:`import_memit_npz`).
+
+The key: model name, revision, sha256 of its config, a fingerprint of its weights
+(:func:`llm_experiments.model.loading.weights_fingerprint`), site path, layer, corpus id and sha256,
+requested token count, sequence length and accumulation dtype. Statistics must be computed on the
+unedited model: an edited model has another fingerprint, so its cache lookups fail loudly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from llm_experiments.model.hooks import Capture
+from llm_experiments.model.loading import config_hash, input_device, model_name, model_revision, weights_fingerprint
+from llm_experiments.model.sites import EditSite, site_for
+from llm_experiments.model.tokens import pad_batch, pad_id
+
+STATS_FORMAT = "rlsedit-mom2-v1"
+
+
+class StatsCacheMismatchError(ValueError):
+    """A cached statistic was produced by something other than what was asked for."""
+
+
+class StatsFormatError(ValueError):
+    """A statistics file that cannot be read as a second moment (names the file and the problem)."""
+
+
+@dataclass(frozen=True)
+class SecondMoment:
+    """Sum of k k^T over ``count`` keys (d_k, d_k); ``moment()`` is E[k k^T].
+
+    ``source`` says where it came from ("computed", "cache", "memit-npz"); ``key`` is its cache key.
+    """
+
+    mom2: torch.Tensor
+    count: int
+    source: str = field(default="computed", compare=False)
+    key: dict = field(default_factory=dict, compare=False)
+
+    def moment(self) -> torch.Tensor:
+        """E[k k^T] = mom2 / count  # (d_k, d_k)"""
+        return self.mom2 / self.count
+
+
+# -- corpus --------------------------------------------------------------------------------------
+class TextCorpus:
+    """Texts to accumulate statistics over: a list of strings and/or local text files.
+
+    Files are read lazily, one non-empty line per text (a paragraph per line, as in wikitext dumps),
+    in the order given. ``corpus_id`` is a free name recorded in the cache key; the content's
+    sha256 is recorded too, so a renamed corpus with other content is still told apart.
+    """
+
+    def __init__(self, texts: Sequence[str] = (), files: Sequence[str | Path] = (), corpus_id: str = "") -> None:
+        self.texts = tuple(texts)
+        self.files = tuple(Path(f) for f in files)
+        if not all(isinstance(t, str) for t in self.texts):
+            raise TypeError("texts must be strings")
+        missing = [str(f) for f in self.files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"corpus files not found: {missing}")
+        if not self.texts and not self.files:
+            raise ValueError("a corpus needs texts or files")
+        self.corpus_id = corpus_id
+
+    def __iter__(self) -> Iterator[str]:
+        yield from (t for t in self.texts if t.strip())
+        for f in self.files:
+            with open(f, encoding="utf-8") as fh:
+                for line in fh:
+                    if line.strip():
+                        yield line.rstrip("\n")
+
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        for t in self:
+            h.update(t.encode("utf-8"))
+            h.update(b"\x00")
+        return h.hexdigest()
+
+
+# -- the key -------------------------------------------------------------------------------------
+def stats_key(model: nn.Module, layer: int, corpus: TextCorpus, *, max_tokens: int, seq_len: int,
+              dtype: torch.dtype, site: EditSite | None = None, fingerprint: str | None = None,
+              corpus_sha256: str | None = None) -> dict[str, str]:
+    """The cache key (all values strings) of a statistic of ``layer`` over ``corpus``."""
+    site = site or site_for(model)
+    return {
+        "format": STATS_FORMAT,
+        "model_name": model_name(model),
+        "model_revision": model_revision(model),
+        "config_sha256": config_hash(model),
+        "weights_fingerprint": fingerprint or weights_fingerprint(model),
+        "site": site.module_path(layer),
+        "layer": str(layer),
+        "corpus_id": corpus.corpus_id,
+        "corpus_sha256": corpus_sha256 or corpus.sha256(),
+        "max_tokens": str(max_tokens),
+        "seq_len": str(seq_len),
+        "dtype": str(dtype).removeprefix("torch."),
+    }
+
+
+def cache_path(cache_dir: str | Path, site_path: str) -> Path:
+    return Path(cache_dir) / (re.sub(r"[^A-Za-z0-9_.-]", "_", site_path) + ".safetensors")
+
+
+# -- atomic writes -------------------------------------------------------------------------------
+def fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file beside it, flush, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    fsync_dir(path.parent)
+
+
+def save_tensors_atomic(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    from safetensors.torch import save
+
+    atomic_write_bytes(path, save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                                  metadata=metadata))
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    tensors = {}
+    with safe_open(str(path), framework="pt") as fh:
+        metadata = dict(fh.metadata() or {})
+        for k in fh.keys():
+            tensors[k] = fh.get_tensor(k)
+    return tensors, metadata
+
+
+# -- the cache -----------------------------------------------------------------------------------
+def save_moment(cache_dir: str | Path, key: dict[str, str], moment: SecondMoment) -> Path:
+    """Write ``moment`` under ``key`` (safetensors + a JSON copy of the key)."""
+    path = cache_path(cache_dir, key["site"])
+    meta = {**key, "count": str(moment.count), "source": moment.source}
+    save_tensors_atomic(path, {"mom2": moment.mom2}, meta)
+    atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True).encode())
+    return path
+
+
+def _read_cached(path: Path) -> SecondMoment:
+    try:
+        tensors, meta = load_tensors(path)
+    except Exception as exc:
+        raise StatsFormatError(f"{path}: not a readable safetensors statistics file ({exc})") from exc
+    if meta.get("format") != STATS_FORMAT or "mom2" not in tensors or "count" not in meta:
+        raise StatsFormatError(f"{path}: not an {STATS_FORMAT} file")
+    source = meta.pop("source", "cache")
+    count = int(meta.pop("count"))
+    return SecondMoment(tensors["mom2"], count, source=f"cache ({source})", key=meta)
+
+
+def load_moment(cache_dir: str | Path, key: dict[str, str], *, ignore: Iterable[str] = ()) -> SecondMoment | None:
+    """The cached statistic for ``key``; None when there is no file.
+
+    Raises :class:`StatsCacheMismatchError` naming each field (outside ``ignore``) whose cached
+    value differs from ``key``.
+    """
+    path = cache_path(cache_dir, key["site"])
+    if not path.exists():
+        return None
+    cached = _read_cached(path)
+    ignore = set(ignore)
+    diffs = [f"{k}: cached {cached.key.get(k)!r}, requested {v!r}" for k, v in key.items()
+             if k not in ignore and cached.key.get(k) != v]
+    if diffs:
+        raise StatsCacheMismatchError(
+            f"{path} was produced by something else; refusing it ({'; '.join(diffs)}). "
+            "Use another cache directory, or overwrite=True to recompute."
+        )
+    return cached
+
+
+# -- computation ---------------------------------------------------------------------------------
+def _token_batches(tokenizer, corpus: TextCorpus, seq_len: int, batch_size: int) -> Iterator[list[list[int]]]:
+    batch: list[list[int]] = []
+    for text in corpus:
+        ids = tokenizer(text, truncation=True, max_length=seq_len)["input_ids"]
+        if ids:
+            batch.append(list(ids))
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def default_seq_len(model: nn.Module) -> int:
+    n = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    return int(min(n or 1024, 1024))
+
+
+def compute_second_moments(model: nn.Module, tokenizer, layers: Sequence[int], corpus: TextCorpus, *,
+                           max_tokens: int, seq_len: int | None = None, batch_size: int = 8,
+                           dtype: torch.dtype = torch.float64, progress: bool = True,
+                           site: EditSite | None = None) -> dict[int, SecondMoment]:
+    """Accumulate sum k k^T of each layer's site input over the corpus's tokens (streaming)."""
+    from tqdm.auto import tqdm
+
+    site = site or site_for(model)
+    if model.training:
+        raise ValueError("the model is in training mode (dropout would change the statistics); call model.eval()")
+    layers = sorted(set(layers))
+    if not layers:
+        raise ValueError("layers must not be empty")
+    if max_tokens < 1 or batch_size < 1:
+        raise ValueError("max_tokens and batch_size must be >= 1")
+    seq_len = seq_len or default_seq_len(model)
+    d_k, _ = site.dims(model)
+    for layer in layers:
+        site.module(model, layer)  # asserts the layout
+    device = input_device(model)
+    paths = {layer: site.module_path(layer) for layer in layers}
+    sums = {layer: torch.zeros(d_k, d_k, dtype=dtype, device=site.parameter(model, layer).device)
+            for layer in layers}
+    count = 0
+    bar = tqdm(total=max_tokens, unit="tok", desc="E[kk^T]", disable=not progress)
+    with torch.no_grad():
+        for batch in _token_batches(tokenizer, corpus, seq_len, batch_size):
+            ids, mask = pad_batch(batch, pad_id(tokenizer), device)
+            take = min(int(mask.sum()), max_tokens - count)
+            with Capture(model, list(paths.values()), inputs=True, stop=True) as cap:
+                cap.run(input_ids=ids, attention_mask=mask)
+            keep = mask.reshape(-1).bool()
+            for layer, path in paths.items():
+                k = cap.inputs[path].reshape(-1, d_k)[keep.to(cap.inputs[path].device)][:take]
+                k = k.to(dtype=dtype, device=sums[layer].device)
+                sums[layer].addmm_(k.T, k)  # (d_k, rows) @ (rows, d_k)
+            count += take
+            bar.update(take)
+            if count >= max_tokens:
+                break
+    bar.close()
+    if count == 0:
+        raise ValueError("the corpus gave no tokens")
+    return {layer: SecondMoment(sums[layer], count) for layer in layers}
+
+
+def get_second_moments(model: nn.Module, tokenizer, layers: Sequence[int], corpus: TextCorpus,
+                       cache_dir: str | Path, *, max_tokens: int, seq_len: int | None = None, batch_size: int = 8,
+                       dtype: torch.dtype = torch.float64, progress: bool = True,
+                       overwrite: bool = False) -> dict[int, SecondMoment]:
+    """Load each layer's statistic from ``cache_dir`` or compute (all missing layers in one pass) and save.
+
+    A cached file with another key is refused (:class:`StatsCacheMismatchError`) unless
+    ``overwrite``. The returned statistics say in ``source`` whether they came from the cache.
+    """
+    site = site_for(model)
+    seq_len = seq_len or default_seq_len(model)
+    fingerprint = weights_fingerprint(model)
+    corpus_sha = corpus.sha256()
+    keys = {layer: stats_key(model, layer, corpus, max_tokens=max_tokens, seq_len=seq_len, dtype=dtype, site=site,
+                             fingerprint=fingerprint, corpus_sha256=corpus_sha) for layer in sorted(set(layers))}
+    out: dict[int, SecondMoment] = {}
+    if not overwrite:
+        for layer, key in keys.items():
+            cached = load_moment(cache_dir, key)
+            if cached is not None:
+                out[layer] = cached
+    missing = [layer for layer in keys if layer not in out]
+    if missing:
+        fresh = compute_second_moments(model, tokenizer, missing, corpus, max_tokens=max_tokens, seq_len=seq_len,
+                                       batch_size=batch_size, dtype=dtype, progress=progress, site=site)
+        for layer, m in fresh.items():
+            m = SecondMoment(m.mom2, m.count, source="computed", key=keys[layer])
+            save_moment(cache_dir, keys[layer], m)
+            out[layer] = m
+    return out
+
+
+def load_second_moments(model: nn.Module, layers: Sequence[int], cache_dir: str | Path) -> dict[int, SecondMoment]:
+    """Load cached statistics whatever corpus produced them, checking they belong to this model.
+
+    The model part of the key (name, revision, config, weights fingerprint, site, layer) must match;
+    the corpus part is reported in each result's ``key``. For statistics imported with
+    :func:`import_memit_npz`, or computed by another run over a corpus not at hand.
+    """
+    site = site_for(model)
+    fingerprint = weights_fingerprint(model)
+    out = {}
+    for layer in sorted(set(layers)):
+        path = cache_path(cache_dir, site.module_path(layer))
+        if not path.exists():
+            raise FileNotFoundError(f"no cached statistics for layer {layer} ({path})")
+        cached = _read_cached(path)
+        want = {"model_name": model_name(model), "model_revision": model_revision(model),
+                "config_sha256": config_hash(model), "weights_fingerprint": fingerprint,
+                "site": site.module_path(layer), "layer": str(layer)}
+        diffs = [f"{k}: cached {cached.key.get(k)!r}, this model {v!r}" for k, v in want.items()
+                 if cached.key.get(k) != v]
+        if diffs:
+            raise StatsCacheMismatchError(f"{path} belongs to another model; refusing it ({'; '.join(diffs)})")
+        out[layer] = cached
+    return out
+
+
+# -- MEMIT / AlphaEdit statistics -----------------------------------------------------------------
+def read_memit_npz(path: str | Path, *, d_k: int | None = None) -> SecondMoment:
+    """Read a second moment saved by MEMIT/AlphaEdit's ``layer_stats`` (an ``.npz``).
+
+    Assumed format (from the public ``util/runningstats.py`` of ROME/MEMIT): ``numpy.savez`` of a
+    ``CombinedStat`` state dict, whose entries are prefixed with the statistic's name:
+    ``mom2.mom2`` is the *un-normalised* sum of k k^T (d_k, d_k), ``mom2.count`` the number of
+    token keys summed, ``mom2.constructor`` a string. A bare ``SecondMoment`` state (``mom2``,
+    ``count``) is read too. E[k k^T] = mom2 / count, as their ``SecondMoment.moment()``.
+    """
+    path = Path(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise StatsFormatError(f"{path}: not a readable .npz file ({exc})") from exc
+    with data:
+        names = set(data.files)
+        for prefix in ("mom2.", ""):
+            if f"{prefix}mom2" in names and f"{prefix}count" in names:
+                mom2 = np.asarray(data[f"{prefix}mom2"])
+                count = np.asarray(data[f"{prefix}count"])
+                break
+        else:
+            raise StatsFormatError(f"{path}: no 'mom2.mom2'/'mom2.count' (or 'mom2'/'count') entries; "
+                                   f"found {sorted(names)}")
+    if mom2.ndim != 2 or mom2.shape[0] != mom2.shape[1]:
+        raise StatsFormatError(f"{path}: mom2 must be square, got shape {mom2.shape}")
+    if d_k is not None and mom2.shape[0] != d_k:
+        raise StatsFormatError(f"{path}: mom2 is {mom2.shape[0]} x {mom2.shape[0]}, the site's d_k is {d_k}")
+    if count.size != 1 or not float(count) > 0 or float(count) != int(count):
+        raise StatsFormatError(f"{path}: count must be one positive integer, got {count!r}")
+    if not np.isfinite(mom2).all():
+        raise StatsFormatError(f"{path}: mom2 has non-finite entries")
+    t = torch.from_numpy(mom2.astype(np.float64))
+    if not torch.allclose(t, t.T, rtol=1e-5, atol=1e-8 * float(t.abs().max())):
+        raise StatsFormatError(f"{path}: mom2 is not symmetric")
+    return SecondMoment(t, int(count), source="memit-npz")
+
+
+def import_memit_npz(path: str | Path, cache_dir: str | Path, model: nn.Module, layer: int, *,
+                     corpus_id: str, seq_len: int = 0, overwrite: bool = False) -> SecondMoment:
+    """Import MEMIT/AlphaEdit's statistic of ``layer`` into ``cache_dir`` for ``model``.
+
+    Their files do not record which weights produced them: the caller vouches that they belong to
+    ``model`` (the key records this model's fingerprint, ``corpus_id`` as given and the npz file's
+    sha256 as the corpus hash). An existing cache file is refused unless ``overwrite``.
+    """
+    site = site_for(model)
+    d_k, _ = site.dims(model)
+    m = read_memit_npz(path, d_k=d_k)
+    sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    key = {
+        "format": STATS_FORMAT, "model_name": model_name(model), "model_revision": model_revision(model),
+        "config_sha256": config_hash(model), "weights_fingerprint": weights_fingerprint(model),
+        "site": site.module_path(layer), "layer": str(layer), "corpus_id": corpus_id,
+        "corpus_sha256": f"npz:{sha}", "max_tokens": str(m.count), "seq_len": str(seq_len), "dtype": "float64",
+    }
+    target = cache_path(cache_dir, key["site"])
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+    m = SecondMoment(m.mom2, m.count, source="memit-npz", key=key)
+    save_moment(cache_dir, key, m)
+    return m

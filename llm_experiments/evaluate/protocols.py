@@ -1,0 +1,360 @@
+"""The two evaluation protocols of lifelong editing, named explicitly, writing results as files.
+
+``after_stream`` (AlphaEdit's protocol)
+    Apply the whole stream of edits, then evaluate every edited request once on the final model:
+    :func:`evaluate_after_stream`.
+
+``along_stream`` (checkpoints with early-edit retention)
+    Evaluate at checkpoints along the stream ("after n edits"): the requests edited so far, and
+    fixed *cohorts* of early edits (cohort k = the edits of the first k batches), re-evaluated at
+    every checkpoint once they are complete. A cohort's *retention* of a metric is its value at the
+    last checkpoint divided by its value at the first checkpoint after the cohort was written.
+    Drive it with your own loop and a :class:`StreamRecorder` (``recorder.checkpoint(model, tok,
+    n_edits)``), or hand a callable that edits one batch to :func:`run_along_stream`, which calls
+    it batch by batch and checkpoints after every cohort and every ``checkpoint_every`` edits.
+
+Nothing here edits a model: the editing stream is the caller's (any callable or loop). Files
+written to ``out_dir``: ``config.json`` (the resolved configuration), ``metrics.jsonl`` (one line
+per checkpoint; protocol ``after_stream`` has one), ``summary.json``, and for ``after_stream``
+``records.jsonl`` (one line of metrics per request). Metric keys are those of
+:mod:`llm_experiments.evaluate.metrics` (fractions in [0, 1], entropy in bits; the papers print 100 x).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from llm_experiments.data.requests import EditRequest
+from llm_experiments.data.tfidf import TfidfStats
+from llm_experiments.evaluate.metrics import METRIC_SUITES, counterfact_metrics, summarize, zsre_metrics
+
+PROTOCOLS = ("after_stream", "along_stream")
+
+
+class EvaluationError(ValueError):
+    """A bad configuration or a checkpoint out of order; the recorder's state is left unchanged."""
+
+
+def _positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise EvaluationError(f"{name} must be a positive integer, got {value!r}")
+
+
+class _JsonConfig:
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise EvaluationError(f"{cls.__name__}: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, path: str | Path):
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+@dataclass(frozen=True)
+class EvaluationConfig(_JsonConfig):
+    """What is measured on each request.
+
+    Attributes:
+        dataset: metric suite, ``"counterfact"`` (MEMIT's metrics) or ``"zsre"`` (token accuracy).
+        batch_size: (prompt, target) pairs per forward pass.
+        generation: also Fluency and Consistency (CounterFact only; needs TF-IDF statistics).
+        max_length: generated text length in tokens, prompt included (MEMIT: 100).
+        top_k: top-k sampling for generation (MEMIT: 5).
+        seed: seed of the generation's random stream.
+        generation_every: Fluency and Consistency on every k-th request only (1: all; MEMIT and
+            AlphaEdit evaluate all, which on CPU costs more than a 10,000-edit stream itself).
+    """
+
+    dataset: str = "counterfact"
+    batch_size: int = 16
+    generation: bool = False
+    max_length: int = 100
+    top_k: int = 5
+    seed: int = 0
+    generation_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.dataset not in METRIC_SUITES:
+            raise EvaluationError(f"dataset must be one of {sorted(METRIC_SUITES)}, got {self.dataset!r}")
+        for name in ("batch_size", "max_length", "top_k", "generation_every"):
+            _positive_int(name, getattr(self, name))
+        if not isinstance(self.generation, bool):
+            raise EvaluationError(f"generation must be true or false, got {self.generation!r}")
+        if self.generation and self.dataset != "counterfact":
+            raise EvaluationError("generation (Fluency, Consistency) is defined for CounterFact only")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise EvaluationError(f"seed must be an integer, got {self.seed!r}")
+
+
+@dataclass(frozen=True)
+class StreamConfig(_JsonConfig):
+    """Checkpoints of protocol ``along_stream``.
+
+    Attributes:
+        edit_batch_size: edits per batch of the stream (the paper: 100).
+        checkpoint_every: edits between regular checkpoints (a multiple of ``edit_batch_size``).
+        cohort_batches: cohort k holds the edits of the first k batches; each is re-evaluated at
+            every checkpoint from the one where it is complete (strictly increasing).
+        evaluate_edited: also evaluate all requests edited so far at each checkpoint (the costly
+            part on long streams; cohorts are always evaluated).
+        edited_every: of the requests edited so far, evaluate every k-th (0, k, 2k, ...; 1: all),
+            so a long stream's checkpoints cost O(n / k); cohorts are always evaluated in full.
+    """
+
+    edit_batch_size: int = 100
+    checkpoint_every: int = 1000
+    cohort_batches: tuple[int, ...] = (1,)
+    evaluate_edited: bool = True
+    edited_every: int = 1
+
+    def __post_init__(self) -> None:
+        _positive_int("edit_batch_size", self.edit_batch_size)
+        _positive_int("edited_every", self.edited_every)
+        _positive_int("checkpoint_every", self.checkpoint_every)
+        if self.checkpoint_every % self.edit_batch_size:
+            raise EvaluationError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of "
+                                  f"edit_batch_size ({self.edit_batch_size})")
+        if not isinstance(self.cohort_batches, tuple):
+            raise EvaluationError(f"cohort_batches must be a tuple, got {type(self.cohort_batches).__name__}")
+        for k in self.cohort_batches:
+            _positive_int("each of cohort_batches", k)
+        if list(self.cohort_batches) != sorted(set(self.cohort_batches)):
+            raise EvaluationError(f"cohort_batches must be strictly increasing, got {self.cohort_batches}")
+        if not isinstance(self.evaluate_edited, bool):
+            raise EvaluationError(f"evaluate_edited must be true or false, got {self.evaluate_edited!r}")
+
+    def cohort_sizes(self) -> dict[str, int]:
+        """``{"first_k_batches": number of edits}`` for each cohort."""
+        return {f"first_{k}_batches": k * self.edit_batch_size for k in self.cohort_batches}
+
+
+def evaluate_requests(
+    model, tokenizer, requests: Sequence[EditRequest], config: EvaluationConfig, *, tfidf: TfidfStats | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """Per-request metrics of ``config.dataset``'s suite (one dict per request, with ``case_id``).
+
+    ``progress``: progress bars over the scored prompts (and the generations).
+    """
+    if not requests:
+        return []
+    if config.dataset == "zsre":
+        return zsre_metrics(model, tokenizer, requests, batch_size=config.batch_size, progress=progress)
+    return counterfact_metrics(model, tokenizer, requests, batch_size=config.batch_size,
+                               generation=config.generation, tfidf=tfidf, max_length=config.max_length,
+                               top_k=config.top_k, seed=config.seed, generation_every=config.generation_every,
+                               progress=progress)
+
+
+def _capability(model, tokenizer, capability: Mapping[str, Callable] | None) -> dict:
+    return {name: fn(model, tokenizer) for name, fn in (capability or {}).items()}
+
+
+def _write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def _prepare_out_dir(out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise EvaluationError(f"{out}: output directory exists and is not empty (results are never overwritten)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def evaluate_after_stream(
+    model,
+    tokenizer,
+    requests: Sequence[EditRequest],
+    config: EvaluationConfig,
+    out_dir: str | Path,
+    *,
+    tfidf: TfidfStats | None = None,
+    capability: Mapping[str, Callable] | None = None,
+    run_config: Mapping | None = None,
+    progress: bool = False,
+) -> dict:
+    """Protocol ``after_stream``: every request once, on the model after the whole stream.
+
+    ``capability`` maps names to callables ``fn(model, tokenizer) -> dict`` (e.g. perplexity or a
+    GLUE task, bound with ``functools.partial``); ``run_config`` is recorded in ``config.json``
+    (the editor's settings, say); ``progress`` shows progress bars (scoring, generation).
+    Returns the summary written to ``summary.json``.
+    """
+    if config.generation and tfidf is None:
+        raise EvaluationError("config.generation needs tfidf statistics")
+    out = _prepare_out_dir(out_dir)
+    _write_json(out / "config.json", {"protocol": "after_stream", "evaluation": config.to_dict(),
+                                      "n_requests": len(requests), "run": dict(run_config or {})})
+    start = time.perf_counter()
+    records = evaluate_requests(model, tokenizer, requests, config, tfidf=tfidf, progress=progress)
+    line = {"n_edits": len(requests), "edited": summarize(records),
+            "capability": _capability(model, tokenizer, capability),
+            "seconds": time.perf_counter() - start}
+    with (out / "records.jsonl").open("w") as f:
+        for rec in records:
+            f.write(json.dumps(rec, allow_nan=False) + "\n")
+    with (out / "metrics.jsonl").open("w") as f:
+        f.write(json.dumps(line, sort_keys=True, allow_nan=False) + "\n")
+    summary = {"protocol": "after_stream", **line}
+    _write_json(out / "summary.json", summary)
+    return summary
+
+
+class StreamRecorder:
+    """Protocol ``along_stream``: call :meth:`checkpoint` after n edits, then :meth:`finish`.
+
+    ``requests`` is the stream in edit order: after n edits, ``requests[:n]`` have been applied.
+    Each checkpoint appends one line to ``metrics.jsonl``::
+
+        {"n_edits": n, "edited": {metric: {"mean", "sem", "n"}},        (if evaluate_edited)
+         "cohorts": {"first_1_batches": {"size": 100, "written": true, "metrics": {...}}, ...},
+         "capability": {name: result}, "seconds": evaluation time}
+
+    Cohorts appear once complete (``written``: true); at ``n_edits == 0`` every cohort is evaluated
+    before any edit (``written``: false), the baseline that ``summary.json`` reports as ``before``.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        requests: Sequence[EditRequest],
+        config: EvaluationConfig,
+        stream: StreamConfig,
+        *,
+        tfidf: TfidfStats | None = None,
+        capability: Mapping[str, Callable] | None = None,
+        run_config: Mapping | None = None,
+    ) -> None:
+        if config.generation and tfidf is None:
+            raise EvaluationError("config.generation needs tfidf statistics")
+        self.requests = list(requests)
+        self.config, self.stream, self.tfidf = config, stream, tfidf
+        self.capability = dict(capability or {})
+        self.history: list[dict] = []
+        self.out = _prepare_out_dir(out_dir)
+        _write_json(self.out / "config.json", {
+            "protocol": "along_stream", "evaluation": config.to_dict(), "stream": stream.to_dict(),
+            "n_requests": len(self.requests), "run": dict(run_config or {}),
+        })
+
+    @property
+    def last_n_edits(self) -> int | None:
+        return self.history[-1]["n_edits"] if self.history else None
+
+    def checkpoint(self, model, tokenizer, n_edits: int) -> dict:
+        """Evaluate the model after ``n_edits`` edits of the stream and append the line."""
+        if isinstance(n_edits, bool) or not isinstance(n_edits, int) or not 0 <= n_edits <= len(self.requests):
+            raise EvaluationError(f"n_edits must be an integer in 0..{len(self.requests)}, got {n_edits!r}")
+        if self.last_n_edits is not None and n_edits <= self.last_n_edits:
+            raise EvaluationError(f"checkpoints must move forward: n_edits {n_edits} after {self.last_n_edits}")
+        start = time.perf_counter()
+        # complete cohorts; before the first edit, every cohort (the pre-edit baseline)
+        cohorts = {name: size for name, size in self.stream.cohort_sizes().items() if size <= n_edits or n_edits == 0}
+        cohorts = {name: min(size, len(self.requests)) for name, size in cohorts.items()}
+        # cohorts are prefixes of the stream: evaluate the longest prefix once and slice it; the edits
+        # made so far every `edited_every`-th one (the same records where the two overlap)
+        prefix = max(cohorts.values(), default=0)
+        sampled = range(0, n_edits, self.stream.edited_every) if self.stream.evaluate_edited else range(0)
+        indices = sorted(set(range(prefix)) | set(sampled))
+        scored = evaluate_requests(model, tokenizer, [self.requests[i] for i in indices], self.config,
+                                   tfidf=self.tfidf)
+        records = dict(zip(indices, scored, strict=True))
+        line: dict = {"n_edits": n_edits}
+        if self.stream.evaluate_edited and n_edits:
+            line["edited"] = summarize([records[i] for i in sampled])
+        line["cohorts"] = {name: {"size": size, "written": n_edits >= size > 0,
+                                  "metrics": summarize([records[i] for i in range(size)])}
+                           for name, size in cohorts.items()}
+        line["capability"] = _capability(model, tokenizer, self.capability)
+        line["seconds"] = time.perf_counter() - start
+        with (self.out / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(line, sort_keys=True, allow_nan=False) + "\n")
+        self.history.append(line)
+        return line
+
+    def finish(self) -> dict:
+        """Write and return ``summary.json``: checkpoints, final metrics, retention per cohort."""
+        if not self.history:
+            raise EvaluationError("no checkpoint was recorded")
+        retention: dict = {}
+        for name in self.stream.cohort_sizes():
+            lines = [h for h in self.history if h["cohorts"].get(name, {}).get("written")]
+            if not lines:
+                continue
+            first, last = lines[0], lines[-1]
+            before = next((h["cohorts"][name]["metrics"] for h in self.history
+                           if name in h["cohorts"] and not h["cohorts"][name]["written"]), {})
+            per_metric = {}
+            for metric, value in first["cohorts"][name]["metrics"].items():
+                at_write, final = value["mean"], last["cohorts"][name]["metrics"][metric]["mean"]
+                per_metric[metric] = {"before": before.get(metric, {}).get("mean"), "at_write": at_write,
+                                      "final": final, "ratio": final / at_write if at_write else None}
+            retention[name] = {"written_by_checkpoint": first["n_edits"], "final_checkpoint": last["n_edits"],
+                               "metrics": per_metric}
+        summary = {"protocol": "along_stream", "checkpoints": [h["n_edits"] for h in self.history],
+                   "final": self.history[-1], "retention": retention}
+        _write_json(self.out / "summary.json", summary)
+        return summary
+
+
+def run_along_stream(
+    model,
+    tokenizer,
+    requests: Sequence[EditRequest],
+    apply_batch: Callable[[list[EditRequest]], object],
+    config: EvaluationConfig,
+    stream: StreamConfig,
+    out_dir: str | Path,
+    *,
+    tfidf: TfidfStats | None = None,
+    capability: Mapping[str, Callable] | None = None,
+    run_config: Mapping | None = None,
+    evaluate_before: bool = True,
+) -> dict:
+    """Protocol ``along_stream`` driven here: ``apply_batch(batch)`` edits the model in place.
+
+    Batches of ``stream.edit_batch_size`` requests in order (the last may be shorter); checkpoints
+    before the first edit (``evaluate_before``), after each cohort is complete, every
+    ``stream.checkpoint_every`` edits and after the last batch. Returns the summary.
+    """
+    recorder = StreamRecorder(out_dir, requests, config, stream, tfidf=tfidf, capability=capability,
+                              run_config=run_config)
+    sizes = set(stream.cohort_sizes().values())
+    if evaluate_before:
+        recorder.checkpoint(model, tokenizer, 0)
+    n = 0
+    while n < len(requests):
+        batch = list(requests[n : n + stream.edit_batch_size])
+        apply_batch(batch)
+        n += len(batch)
+        if n in sizes or n % stream.checkpoint_every == 0 or n == len(requests):
+            recorder.checkpoint(model, tokenizer, n)
+    return recorder.finish()
+
+
+__all__ = [
+    "PROTOCOLS",
+    "EvaluationConfig",
+    "EvaluationError",
+    "StreamConfig",
+    "StreamRecorder",
+    "counterfact_metrics",
+    "evaluate_after_stream",
+    "evaluate_requests",
+    "run_along_stream",
+    "zsre_metrics",
+]

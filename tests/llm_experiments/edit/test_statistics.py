@@ -1,0 +1,159 @@
+"""Anchor statistics: E[k k^T] against a direct computation, chunking, the cache and MEMIT imports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from llm_experiments.edit.statistics import (
+    SecondMoment,
+    StatsCacheMismatchError,
+    StatsFormatError,
+    TextCorpus,
+    cache_path,
+    compute_second_moments,
+    get_second_moments,
+    import_memit_npz,
+    load_second_moments,
+    read_memit_npz,
+)
+from tests.llm_fixtures import TINY_CORPUS, tiny_model, tiny_tokenizer
+
+
+def _direct_sum(model, tok, layer, texts):
+    """sum k k^T over every token of every text, each run alone through a raw hook (no padding)."""
+    module = model.get_submodule(f"model.layers.{layer}.mlp.down_proj")
+    total, count = 0, 0
+    seen = {}
+    for text in texts:
+        handle = module.register_forward_hook(lambda m, args, out: seen.update(k=args[0]))
+        with torch.no_grad():
+            model(torch.tensor([tok(text)["input_ids"]]))
+        handle.remove()
+        k = seen["k"][0].double()
+        total, count = total + k.T @ k, count + k.shape[0]
+    return total, count
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_second_moments_equal_a_direct_sum_whatever_the_chunking(batch_size):
+    model, tok = tiny_model("llama"), tiny_tokenizer()
+    corpus = TextCorpus(texts=TINY_CORPUS, corpus_id="tiny")
+    got = compute_second_moments(model, tok, [0, 2], corpus, max_tokens=10**6, batch_size=batch_size,
+                                 progress=False)
+    for layer in (0, 2):
+        expected, count = _direct_sum(model, tok, layer, TINY_CORPUS)
+        assert got[layer].count == count
+        torch.testing.assert_close(got[layer].mom2, expected, rtol=1e-6, atol=1e-8)
+        torch.testing.assert_close(got[layer].moment(), expected / count)
+
+
+def test_max_tokens_counts_tokens_in_corpus_order():
+    model, tok = tiny_model("llama"), tiny_tokenizer()
+    n_first = len(tok(TINY_CORPUS[0])["input_ids"])
+    got = compute_second_moments(model, tok, [1], TextCorpus(texts=TINY_CORPUS), max_tokens=n_first + 3,
+                                 batch_size=2, progress=False)[1]
+    first, _ = _direct_sum(model, tok, 1, TINY_CORPUS[:1])
+    module = model.get_submodule("model.layers.1.mlp.down_proj")
+    seen = {}
+    handle = module.register_forward_hook(lambda m, args, out: seen.update(k=args[0]))
+    with torch.no_grad():
+        model(torch.tensor([tok(TINY_CORPUS[1])["input_ids"]]))
+    handle.remove()
+    k = seen["k"][0, :3].double()
+    assert got.count == n_first + 3
+    torch.testing.assert_close(got.mom2, first + k.T @ k, rtol=1e-6, atol=1e-8)
+
+
+def test_corpus_reads_files_lazily_and_hashes_content(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("Anna Smith speaks German .\n\nJohn Brown speaks English .\n")
+    corpus = TextCorpus(texts=["The city ."], files=[f], corpus_id="mixed")
+    assert list(corpus) == ["The city .", "Anna Smith speaks German .", "John Brown speaks English ."]
+    assert corpus.sha256() != TextCorpus(texts=["The city ."], corpus_id="mixed").sha256()
+    with pytest.raises(FileNotFoundError):
+        TextCorpus(files=[tmp_path / "missing.txt"])
+
+
+def test_cache_is_reused_and_a_mismatched_cache_is_refused(tmp_path):
+    model, tok = tiny_model("llama"), tiny_tokenizer()
+    corpus = TextCorpus(texts=TINY_CORPUS, corpus_id="tiny")
+    first = get_second_moments(model, tok, [0, 1], corpus, tmp_path, max_tokens=40, progress=False)
+    assert {m.source for m in first.values()} == {"computed"}
+    meta = json.loads(cache_path(tmp_path, "model.layers.1.mlp.down_proj").with_suffix(".json").read_text())
+    assert meta["layer"] == "1" and meta["count"] == "40" and meta["corpus_id"] == "tiny"
+
+    again = get_second_moments(model, tok, [0, 1], corpus, tmp_path, max_tokens=40, progress=False)
+    assert all(m.source.startswith("cache") for m in again.values())
+    assert all(torch.equal(again[k].mom2, first[k].mom2) for k in (0, 1))
+
+    with pytest.raises(StatsCacheMismatchError, match="max_tokens: cached '40', requested '41'"):
+        get_second_moments(model, tok, [0], corpus, tmp_path, max_tokens=41, progress=False)
+    other = TextCorpus(texts=TINY_CORPUS[:2], corpus_id="tiny")
+    with pytest.raises(StatsCacheMismatchError, match="corpus_sha256"):
+        get_second_moments(model, tok, [0], other, tmp_path, max_tokens=40, progress=False)
+    with pytest.raises(StatsCacheMismatchError, match="weights_fingerprint"):
+        get_second_moments(tiny_model("llama", seed=1), tok, [0], corpus, tmp_path, max_tokens=40, progress=False)
+    with pytest.raises(StatsCacheMismatchError, match="dtype"):
+        get_second_moments(model, tok, [1], corpus, tmp_path, max_tokens=40, dtype=torch.float32, progress=False)
+
+    redone = get_second_moments(model, tok, [0], other, tmp_path, max_tokens=40, progress=False, overwrite=True)
+    assert redone[0].source == "computed"
+    assert get_second_moments(model, tok, [0], other, tmp_path, max_tokens=40, progress=False)[0].source \
+        .startswith("cache")
+
+
+def _memit_npz(path, mom2, count, prefix="mom2."):
+    np.savez(path, **{f"{prefix}mom2": mom2, f"{prefix}count": np.array(count),
+                      f"{prefix}constructor": np.array("util.runningstats.SecondMoment()")})
+
+
+def test_memit_npz_is_read_and_imported_into_the_cache(tmp_path):
+    model = tiny_model("llama")
+    g = np.random.default_rng(0)
+    keys = g.standard_normal((50, 32)).astype(np.float32)
+    npz = tmp_path / "model.layers.1.mlp.down_proj_float32_mom2_100000.npz"
+    _memit_npz(npz, keys.T @ keys, 50)
+    m = read_memit_npz(npz, d_k=32)
+    torch.testing.assert_close(m.moment(), torch.from_numpy((keys.T @ keys).astype(np.float64)) / 50)
+
+    cache = tmp_path / "cache"
+    import_memit_npz(npz, cache, model, 1, corpus_id="wikipedia (MEMIT)")
+    loaded = load_second_moments(model, [1], cache)[1]
+    assert loaded.count == 50 and loaded.key["corpus_id"] == "wikipedia (MEMIT)"
+    torch.testing.assert_close(loaded.mom2, m.mom2)
+    with pytest.raises(StatsCacheMismatchError, match="weights_fingerprint"):
+        load_second_moments(tiny_model("llama", seed=3), [1], cache)
+    with pytest.raises(FileExistsError):
+        import_memit_npz(npz, cache, model, 1, corpus_id="again")
+
+    bare = tmp_path / "bare.npz"
+    _memit_npz(bare, keys.T @ keys, 50, prefix="")
+    assert read_memit_npz(bare).count == 50
+
+
+@pytest.mark.parametrize("problem", ["keys", "d_k", "count", "asymmetric", "not-npz"])
+def test_bad_memit_files_are_refused_by_name(tmp_path, problem):
+    path = tmp_path / "stats.npz"
+    mom2 = np.eye(32)
+    if problem == "keys":
+        np.savez(path, something=mom2)
+    elif problem == "d_k":
+        _memit_npz(path, np.eye(16), 5)
+    elif problem == "count":
+        _memit_npz(path, mom2, 0)
+    elif problem == "asymmetric":
+        mom2[0, 1] = 1.0
+        _memit_npz(path, mom2, 5)
+    else:
+        path.write_text("not an npz")
+    with pytest.raises(StatsFormatError, match=r"stats\.npz"):
+        read_memit_npz(path, d_k=32)
+
+
+def test_second_moment_is_a_plain_value():
+    m = SecondMoment(torch.eye(3, dtype=torch.float64) * 4, 2)
+    assert torch.equal(m.moment(), torch.eye(3, dtype=torch.float64) * 2)

@@ -1,0 +1,258 @@
+"""rlsedit edit / edit-table end to end on the quick world and model (trained in seconds)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from llm_experiments.experiment import TABLE_METRICS, EditRunConfig, EditRunError, run_edit, with_bos
+from llm_experiments.table import TableError, markdown_table, read_run
+from rlsedit_cli import build_parser, main
+from rlsedit_cli.edit import config_from_args
+from tests.paths import FIXTURES
+
+EDITORS = ("rlsedit", "memit", "alphaedit", "rome", "ft")
+FAST = ["--quick", "--n-edits", "6", "--batch-size", "3", "--value-steps", "5", "--stats-tokens", "3000",
+        "--max-length", "16", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def five_runs(tmp_path_factory):
+    """One `rlsedit edit` command with every editor, along the stream, sharing one quick model."""
+    root = tmp_path_factory.mktemp("edit")
+    code = main(["edit", "--editor", ",".join(EDITORS), "--out", str(root / "runs"), "--cache", str(root / "cache"),
+                 "--along-stream", *FAST])
+    assert code == 0
+    return root
+
+
+def test_every_editor_writes_a_summary_with_the_table_metrics(five_runs):
+    for editor in EDITORS:
+        s = json.loads((five_runs / "runs" / editor / "summary.json").read_text())
+        assert s["editor"] == editor and s["n_edits"] == 6
+        for m in ("efficacy", "generalization", "specificity", "consistency"):
+            assert 0.0 <= s[m] <= 100.0, (editor, m, s[m])
+        # fluency is 100 x bits (the paper prints 615 for Llama-3-8B): positive, below 100 x log2(16 tokens)
+        assert 0.0 < s["fluency"] <= 100 * 4.0
+        assert s["config"]["run"]["editor"] == editor
+        assert s["config"]["editing"]["editor_options"] == EditRunConfig(editor=editor).editor_options()
+        # the percent figures are the after-stream protocol's means over the records it wrote
+        records = [json.loads(x) for x in (five_runs / "runs" / editor / "after_stream" / "records.jsonl")
+                   .read_text().splitlines()]
+        assert len(records) == 6
+        eff = sum(r["efficacy"] for r in records) / len(records)
+        assert s["efficacy"] == pytest.approx(100 * eff)
+        lines = (five_runs / "runs" / editor / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(x)["n_edits"] for x in lines] == [3, 6]
+        assert set(s["retention"]) == {"first_1_batches"} and s["retention"]["first_1_batches"]["size"] == 3
+
+
+def test_general_capability_is_recorded_before_after_and_along_the_stream(five_runs):
+    for editor in EDITORS:
+        s = json.loads((five_runs / "runs" / editor / "summary.json").read_text())
+        for when in ("before", "after"):
+            cap = s["capability"][when]
+            assert 0.0 < cap["template"]["template_nll"] and 0.0 <= cap["type"]["type_accuracy"] <= 1.0
+        # the pre-edit capability does not depend on the editor
+        first = json.loads((five_runs / "runs" / EDITORS[0] / "summary.json").read_text())
+        assert s["capability"]["before"] == first["capability"]["before"]
+        lines = [json.loads(x) for x in
+                 (five_runs / "runs" / editor / "along_stream" / "metrics.jsonl").read_text().splitlines()]
+        assert lines[0]["n_edits"] == 0 and lines[0]["capability"] == s["capability"]["before"]
+        assert lines[-1]["capability"] == s["capability"]["after"]  # same model, same measures
+
+
+def test_the_cached_model_is_trained_once_then_reused(five_runs):
+    reused = [json.loads((five_runs / "runs" / e / "config.json").read_text())["resolved"]["model_reused"]
+              for e in EDITORS]
+    assert reused == [False, True, True, True, True]
+
+
+def test_editors_that_write_change_the_model_differently(five_runs):
+    """The stream really edits: the editors' first batches move the weights by different amounts."""
+    changes = {}
+    for e in EDITORS:
+        first = json.loads((five_runs / "runs" / e / "metrics.jsonl").read_text().splitlines()[0])
+        changes[e] = first["layers"][0]["weight_change"]
+    assert changes["rlsedit"] > 0 and changes["memit"] > 0 and changes["ft"] > 0
+    # RLSEdit and MEMIT share C_0, so their first batch is the same write; the second one differs
+    assert changes["rlsedit"] == pytest.approx(changes["memit"], rel=1e-6)
+    second = {e: json.loads((five_runs / "runs" / e / "metrics.jsonl").read_text().splitlines()[1])
+              ["layers"][0]["weight_change"] for e in ("rlsedit", "memit")}
+    assert second["rlsedit"] != pytest.approx(second["memit"], rel=1e-6)
+
+
+def test_table_and_figures_come_from_the_files(five_runs, capsys):
+    table = (five_runs / "runs" / "table.md").read_text().splitlines()
+    assert table[0].startswith("| Editor | Edits | Efficacy | Generalization | Specificity | Fluency | Consistency")
+    assert [row.split("|")[1].strip() for row in table[2:2 + len(EDITORS)]] == list(EDITORS)
+    # then general capability, before -> after, from each summary's numbers
+    at = table.index("General capability, before -> after the stream:")
+    assert table[at + 2].startswith("| Editor | Edits | template NLL")
+    cap = read_run(five_runs / "runs" / "ft")["capability"]
+    nll = [cap[k]["template"]["template_nll"] for k in ("before", "after")]
+    assert f"| ft | 6 | {nll[0]:.3f} -> {nll[1]:.3f} |" in table[at + 4 + EDITORS.index("ft")]
+    for name in ("metrics_vs_edits", "cohort_retention", "capability_vs_edits"):
+        assert (five_runs / "runs" / f"{name}.png").stat().st_size > 0
+    out = five_runs / "again" / "table.md"
+    code = main(["edit-table", "--runs", *(str(five_runs / "runs" / e) for e in ("memit", "rlsedit")),
+                 "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| memit | 6 |" in printed and "| rlsedit | 6 |" in printed
+    s = read_run(five_runs / "runs" / "rlsedit")
+    assert f"| rlsedit | 6 | {s['efficacy']:.2f}" in out.read_text()
+    assert (five_runs / "again" / "cohort_retention.png").is_file()
+
+
+def test_markdown_table_layout_without_sem():
+    s = {"editor": "x", "n_edits": 1, "_path": "x", **{m: 50.0 for m in TABLE_METRICS},
+         **{f"{m}_sem": None for m in TABLE_METRICS}}
+    assert markdown_table([s]).splitlines()[2] == "| x | 1 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 |"
+
+
+def test_runs_sharing_an_editor_are_labelled_by_folder():
+    from llm_experiments.table import labels
+
+    runs = [{"editor": "alphaedit", "_path": "a/t01"}, {"editor": "alphaedit", "_path": "a/t1"},
+            {"editor": "rlsedit", "_path": "a/r"}]
+    assert labels(runs) == ["alphaedit (t01)", "alphaedit (t1)", "rlsedit"]
+
+
+def test_edit_table_refuses_a_folder_without_results(tmp_path):
+    with pytest.raises(TableError, match=r"no summary\.json"):
+        read_run(tmp_path)
+    with pytest.raises(SystemExit, match=r"no summary\.json"):
+        main(["edit-table", "--runs", str(tmp_path)])
+
+
+def test_run_refuses_a_non_empty_folder(five_runs):
+    config = EditRunConfig(quick=True, n_edits=3, batch_size=3, cache_dir=str(five_runs / "cache"))
+    with pytest.raises(EditRunError, match="not empty"):
+        run_edit(config, five_runs / "runs" / "rlsedit", progress=False)
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"editor": "nope"}, "editor"),
+    ({"n_edits": 0}, "n_edits"),
+    ({"batch_size": 4, "checkpoint_every": 6}, "checkpoint_every"),
+    ({"layers": (1, 0)}, "layers"),
+    ({"lam": 0.0, "mu": 0.0}, "singular"),
+    ({"model": "some/checkpoint"}, "data"),
+    ({"model": "some/checkpoint", "data": "cf.json"}, "stats_corpus"),
+    ({"dataset": "zsre", "data": "world"}, "dataset"),
+    ({"ft_lr": 2.5}, "ft_lr"),
+    ({"context": "english"}, "context"),
+    ({"people": 3}, "people"),
+    ({"snippets": "attribute_snippets.json"}, "snippets"),
+    ({"tfidf": "stats"}, "tfidf"),
+    ({"data": "zsre.json", "dataset": "zsre", "model": "some/checkpoint", "stats_corpus": "w.txt", "tfidf": "stats"},
+     "tfidf"),
+    ({"hidden": 100}, "hidden"),  # 4 heads of 25: odd, no rotary embedding
+    ({"d_ff": 0}, "d_ff"),
+    ({"quick": True, "hidden": 256}, "hidden"),
+    ({"model": "some/checkpoint", "data": "cf.json", "stats_corpus": "w.txt", "d_ff": 4096}, "d_ff"),
+])
+def test_bad_configs_are_refused_with_the_option_named(changes, match):
+    with pytest.raises(EditRunError, match=match):
+        EditRunConfig(**changes)
+
+
+def test_bad_command_line_values_exit_with_the_option_named(tmp_path):
+    with pytest.raises(SystemExit, match="n_edits"):
+        main(["edit", "--out", str(tmp_path / "x"), "--n-edits", "0", "--cache", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        main(["edit", "--out", str(tmp_path / "x"), "--editor", "rlsedit,nope"])
+
+
+def test_model_size_options_choose_the_training_config_and_the_cache_directory():
+    from llm_experiments.experiment import tiny_model_dir
+    from llm_experiments.tiny.training import TrainConfig
+
+    default = EditRunConfig()
+    assert tiny_model_dir(default)[2] == TrainConfig()  # the defaults are TrainConfig's sizes
+    wide = EditRunConfig(hidden=256, d_ff=2048, people=2000)
+    path, world, train = tiny_model_dir(wide)
+    assert (train.hidden, train.d_ff, world.n_people) == (256, 2048, 2000)
+    assert path != tiny_model_dir(EditRunConfig(people=2000))[0]
+    args = build_parser("edit").parse_args(["edit", "--out", "x", "--hidden", "256", "--d-ff", "2048"])
+    assert (config_from_args(args, "rlsedit").hidden, config_from_args(args, "rlsedit").d_ff) == (256, 2048)
+
+
+def test_config_round_trips_through_a_dict():
+    config = EditRunConfig(editor="alphaedit", layers=(0, 1), cohort_batches=(1, 2), n_edits=10, batch_size=5)
+    assert EditRunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(EditRunError, match="unknown"):
+        EditRunConfig.from_dict({"nope": 1})
+
+
+def test_with_bos_puts_bos_first_and_keeps_offsets():
+    from llm_experiments.model.tokenizer import build_word_tokenizer
+
+    tok = with_bos(build_word_tokenizer(["Ana", "Bo", "speaks", "Dutch"]))
+    enc = tok("Ana Bo speaks Dutch", return_offsets_mapping=True)
+    assert enc["input_ids"][0] == tok.bos_token_id and len(enc["input_ids"]) == 5
+    assert enc["offset_mapping"][0] == (0, 0) and enc["offset_mapping"][2] == (4, 6)
+    assert tok.decode(enc["input_ids"], skip_special_tokens=True) == "Ana Bo speaks Dutch"
+
+
+def test_a_checkpoint_with_a_counterfact_file(five_runs, tmp_path):
+    """--model PATH --data FILE: the quick model's cache folder as a checkpoint, the fixture records."""
+
+    fixtures = FIXTURES
+    checkpoint = next((five_runs / "cache").glob("tiny-llama-quick-*"))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join((fixtures / "heldout.txt").read_text().split("\n\n")))
+    out = tmp_path / "run"
+    code = main(["edit", "--model", str(checkpoint), "--data", str(fixtures / "counterfact.json"),
+                 "--snippets", str(fixtures / "attribute_snippets.json"), "--stats-corpus", str(corpus),
+                 "--tfidf", str(fixtures), "--n-edits", "3", "--batch-size", "3", "--value-steps", "3",
+                 "--max-length", "12", "--no-progress", "--out", str(out), "--cache", str(tmp_path / "cache")])
+    assert code == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_edits"] == 3 and set(TABLE_METRICS) <= set(s)
+    assert s["config"]["resolved"]["stats_corpus"] == str(corpus.resolve())
+    assert s["config"]["resolved"]["tfidf"] == str(fixtures.resolve())
+    with pytest.raises(SystemExit, match="holds only 3 records"):
+        main(["edit", "--model", str(checkpoint), "--data", str(fixtures / "counterfact.json"),
+              "--stats-corpus", str(corpus), "--n-edits", "5", "--no-generation", "--no-progress",
+              "--out", str(tmp_path / "run2"), "--cache", str(tmp_path / "cache")])
+
+
+def test_tfidf_statistics_are_read_from_a_folder_or_refused_by_name(tmp_path, monkeypatch):
+    """--tfidf DIR: MEMIT's idf.npy + tfidf_vocab.json replace the TF-IDF fitted on the references."""
+    import shutil
+
+    import numpy as np
+
+    from llm_experiments.data.loaders import load_tfidf
+    from llm_experiments.experiment import read_inputs
+
+    fixtures = FIXTURES
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("John Brown speaks English.\n")
+
+    def config(**kw):
+        return EditRunConfig(model=str(fixtures), data=str(fixtures / "counterfact.json"), stats_corpus=str(corpus),
+                             snippets=str(fixtures / "attribute_snippets.json"), n_edits=2, **kw)
+
+    # the fixtures folder stands in for a checkpoint: read_inputs only checks the folder
+    monkeypatch.setattr("llm_experiments.model.loading.check_model_path", lambda path: None)
+    read = read_inputs(config(tfidf=str(fixtures))).tfidf
+    fitted = read_inputs(config()).tfidf
+    with pytest.raises(EditRunError, match=r"tfidf=.*not a folder"):
+        read_inputs(config(tfidf=str(tmp_path / "missing")))
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    shutil.copy(fixtures / "idf.npy", damaged / "idf.npy")
+    with pytest.raises(EditRunError, match=r"tfidf=.*tfidf_vocab.json"):
+        read_inputs(config(tfidf=str(damaged)))
+    expected = load_tfidf(fixtures / "idf.npy", fixtures / "tfidf_vocab.json")
+    assert read.vocabulary == expected.vocabulary and np.array_equal(read.idf, expected.idf)
+    assert fitted.vocabulary != expected.vocabulary or not np.array_equal(fitted.idf, expected.idf)
+    args = build_parser("edit").parse_args(["edit", "--out", "x", "--model", "ckpt", "--data", "cf.json",
+                                            "--stats-corpus", "w.txt", "--tfidf", "DIR"])
+    assert config_from_args(args, "rlsedit").tfidf == "DIR"
