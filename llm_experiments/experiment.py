@@ -103,6 +103,9 @@ class EditRunConfig:
         people: people in the fact world (5 facts each; the 10,000-edit stream needs 2,000).
         hidden, d_ff: the tiny model's hidden size and MLP width (``TrainConfig``'s; a new size trains
             a new model). ``d_ff`` is the dimension of the edit keys.
+        world_seed: seed of the fact world (its people, facts and wordings; a new seed trains a new
+            model). Tuning and reporting use different world seeds (docs/edit-benchmark.md).
+        train_seed: seed of the tiny model's initialisation and batch order (``TrainConfig.seed``).
         quick: the quick world and model (seconds to train; a smoke test, not an edit target).
         cache_dir: where tiny models and statistics are cached.
         threads: torch CPU threads.
@@ -147,6 +150,8 @@ class EditRunConfig:
     people: int = 300
     hidden: int = 128
     d_ff: int = 1024
+    world_seed: int = 0
+    train_seed: int = 0
     quick: bool = False
     cache_dir: str = DEFAULT_CACHE_DIR
     threads: int = 1
@@ -175,15 +180,16 @@ class EditRunConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise _bad(name, v, "must be a positive integer")
-        for name in ("value_steps", "checkpoint_every", "edit_seed"):
+        for name in ("value_steps", "checkpoint_every", "edit_seed", "world_seed", "train_seed"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise _bad(name, v, "must be an integer >= 0")
         if self.threads > MAX_THREADS:
             raise _bad("threads", self.threads, f"must be at most {MAX_THREADS}")
-        resized = [name for name in ("hidden", "d_ff") if getattr(self, name) != _FIELD_DEFAULTS[name]]
+        resized = [name for name in ("hidden", "d_ff", "world_seed", "train_seed")
+                   if getattr(self, name) != _FIELD_DEFAULTS[name]]
         if resized and (self.quick or self.model not in TINY_MODELS):
-            raise _bad(resized[0], getattr(self, resized[0]), "sets the size of a tiny model trained here; "
+            raise _bad(resized[0], getattr(self, resized[0]), "configures a tiny model trained here; "
                        + ("--quick has its own" if self.quick else "a checkpoint has its own"))
         if self.model in TINY_MODELS and not self.quick:
             from llm_experiments.tiny.training import TrainConfig, TrainConfigError
@@ -292,8 +298,8 @@ def tiny_model_dir(config: EditRunConfig) -> tuple[Path, Any, Any]:
     if config.quick:
         world, train = QUICK_WORLD, dataclasses.replace(QUICK_TRAIN, arch=arch)
     else:
-        world = WorldConfig(n_people=config.people)
-        train = TrainConfig(arch=arch, hidden=config.hidden, d_ff=config.d_ff)
+        world = WorldConfig(n_people=config.people, seed=config.world_seed)
+        train = TrainConfig(arch=arch, hidden=config.hidden, d_ff=config.d_ff, seed=config.train_seed)
     tag = "-quick" if config.quick else ""
     return Path(config.cache_dir).expanduser() / f"tiny-{arch}{tag}-{_digest(_identity(world, train))}", world, train
 

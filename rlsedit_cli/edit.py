@@ -65,6 +65,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the tiny model's hidden size (a new size trains a new model; heads stay 4)")
     g.add_argument("--d-ff", type=int, default=_D.d_ff,
                    help="the tiny model's MLP width, the dimension of the edit keys (a new size trains a new model)")
+    g.add_argument("--world-seed", type=int, default=_D.world_seed,
+                   help="seed of the fact world (a new seed trains a new model; tuning uses other seeds than reports)")
+    g.add_argument("--train-seed", type=int, default=_D.train_seed,
+                   help="seed of the tiny model's initialisation and batch order (a new seed trains a new model)")
     g.add_argument("--edit-seed", type=int, default=_D.edit_seed,
                    help="seed of the world's request order and counterfactual targets")
     g = p.add_argument_group("stream")
@@ -146,7 +150,8 @@ def config_from_args(args: argparse.Namespace, editor: str) -> EditRunConfig:
         along_generation=args.along_generation, generation_every=args.generation_every,
         along_every=args.along_every,
         checkpoint_every=args.checkpoint_every, cohort_batches=args.cohorts, edit_seed=args.edit_seed,
-        people=args.people, hidden=args.hidden, d_ff=args.d_ff,
+        people=args.people, hidden=args.hidden, d_ff=args.d_ff, world_seed=args.world_seed,
+        train_seed=args.train_seed,
         quick=args.quick, cache_dir=args.cache, threads=args.threads, device=args.device)
 
 

@@ -256,3 +256,18 @@ def test_tfidf_statistics_are_read_from_a_folder_or_refused_by_name(tmp_path, mo
     args = build_parser("edit").parse_args(["edit", "--out", "x", "--model", "ckpt", "--data", "cf.json",
                                             "--stats-corpus", "w.txt", "--tfidf", "DIR"])
     assert config_from_args(args, "rlsedit").tfidf == "DIR"
+
+
+def test_world_and_train_seeds_choose_another_tiny_model():
+    from llm_experiments.experiment import tiny_model_dir
+
+    base_path, base_world, base_train = tiny_model_dir(EditRunConfig())
+    path, world, train = tiny_model_dir(EditRunConfig(world_seed=7, train_seed=3))
+    assert (world.seed, train.seed) == (7, 3) and (base_world.seed, base_train.seed) == (0, 0)
+    assert path != base_path and path != tiny_model_dir(EditRunConfig(world_seed=7))[0]
+    args = build_parser("edit").parse_args(["edit", "--out", "x", "--world-seed", "7", "--train-seed", "3"])
+    assert (args.world_seed, args.train_seed) == (7, 3)
+    with pytest.raises(EditRunError, match="world_seed"):
+        EditRunConfig(quick=True, world_seed=1)
+    with pytest.raises(EditRunError, match="world_seed"):
+        EditRunConfig(world_seed=-1)
