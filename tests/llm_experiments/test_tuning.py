@@ -1,0 +1,162 @@
+"""The tuning protocol as code (llm_experiments/tuning.py): the split, the rules, the selection."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from llm_experiments import tuning
+from llm_experiments.data.loaders import load_zsre
+from llm_experiments.data.world import World, WorldConfig
+from llm_experiments.tuning import (
+    EDITOR_GRIDS,
+    REGIMES,
+    VALUE_CANDIDATES,
+    ModelFacts,
+    TuningError,
+    check_split,
+    edit_argv,
+    select_knobs,
+    select_values,
+    selection,
+    write_zsre,
+)
+from rlsedit_cli import build_parser
+from rlsedit_cli.edit import config_from_args
+from tests.paths import ROOT
+
+FACTS = ModelFacts(eigenvalues=tuple(float(x) for x in np.linspace(0.0, 3.0, 301)), w0_mean_abs=0.02)
+
+
+def parse(argv):
+    args = build_parser("edit").parse_args(["edit", *argv])
+    return config_from_args(args, args.editor[0])
+
+
+def test_the_split_is_disjoint_and_a_shared_seed_is_refused(monkeypatch):
+    check_split()
+    monkeypatch.setattr(tuning, "TUNING_EDIT_SEEDS", (100, 2))
+    with pytest.raises(TuningError, match=r"share edit seeds \[2\]"):
+        check_split()
+    monkeypatch.setattr(tuning, "TUNING_EDIT_SEEDS", (100,))
+    monkeypatch.setattr(tuning, "TUNING_WORLD_SEED", tuning.REPORT_WORLD_SEED)
+    with pytest.raises(TuningError, match="world seed"):
+        check_split()
+
+
+def test_every_editor_has_the_same_budget_and_a_reference_point():
+    sizes = {e: len(g) for e, g in EDITOR_GRIDS.items()}
+    assert set(sizes) == set(tuning.EDITORS) and len(set(sizes.values())) == 1
+    assert all(tuning.REFERENCE[e] == EDITOR_GRIDS[e][1] for e in tuning.EDITORS)
+
+
+def test_regimes_have_the_ratios_their_names_promise():
+    assert REGIMES["matched"].ratio == pytest.approx(0.68, abs=0.01)
+    assert REGIMES["crowded"].ratio == pytest.approx(4.9, abs=0.1)
+    assert REGIMES["matched"].n_edits == REGIMES["crowded"].n_edits  # same stream, another key dimension
+
+
+@pytest.mark.parametrize("editor", ["rlsedit", "memit", "rome"])
+def test_the_anchor_rule_scales_n_w_with_the_stream(editor):
+    regime = REGIMES["matched"]
+    values = VALUE_CANDIDATES[2]
+    config = parse(edit_argv(regime, editor, values, {"r": 1.5, "lam": 0.25}, world_seed=1, edit_seed=100,
+                             out="x", n_edits=100))
+    # the first batch of a 700-edit stream gets the 700-edit stream's anchor: n_w = 1.5 * 700
+    assert config.n_w == pytest.approx(1050.0) and config.lam == 0.25 and config.mu == 1.0
+    assert config.n_edits == 100 and config.editor == editor
+    assert (config.people, config.hidden, config.d_ff, config.world_seed, config.edit_seed) == (300, 64, 1024, 1, 100)
+    assert (config.value_steps, config.value_lr, config.clamp_factor, config.kl_factor,
+            config.value_weight_decay) == (60, 0.3, 1.5, 0.0625, 0.0)
+    assert not config.generation and not config.along_stream
+
+
+def test_alphaedit_and_ft_rules_read_the_model():
+    regime = REGIMES["crowded"]
+    config = parse(edit_argv(regime, "alphaedit", VALUE_CANDIDATES[0], {"q": 0.25, "l2": 3.0}, world_seed=0,
+                             edit_seed=0, out="x", facts=FACTS, along=True, generation_every=10))
+    assert config.threshold == pytest.approx(0.75) and config.l2 == 3.0  # the quarter-quantile of 0..3
+    assert config.along_stream and config.cohort_batches == regime.cohorts and config.generation_every == 10
+    ft = parse(edit_argv(regime, "ft", VALUE_CANDIDATES[0], {"steps": 10, "lr": 0.5, "c": 2.0}, world_seed=0,
+                         edit_seed=0, out="x", facts=FACTS))
+    assert (ft.ft_steps, ft.ft_lr, ft.ft_norm_bound) == (10, 0.5, pytest.approx(0.04))
+    with pytest.raises(TuningError, match="ModelFacts"):
+        edit_argv(regime, "alphaedit", VALUE_CANDIDATES[0], {"q": 0.5, "l2": 1.0}, world_seed=0, edit_seed=0, out="x")
+    unbounded = parse(edit_argv(regime, "ft", VALUE_CANDIDATES[0], {"steps": 25, "lr": 1.0, "c": 0.0},
+                                world_seed=0, edit_seed=0, out="x"))
+    assert unbounded.ft_norm_bound == 0.0
+
+
+def test_model_facts_reads_the_caches(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    keys = torch.randn(500, 12, generator=g, dtype=torch.float64) * torch.linspace(0.1, 3.0, 12, dtype=torch.float64)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "stats").mkdir()
+    w = torch.randn(8, 12, generator=g)
+    save_file({"model.layers.0.mlp.down_proj.weight": w}, str(tmp_path / "model" / "model.safetensors"))
+    save_file({"mom2": keys.T @ keys}, str(tmp_path / "stats" / "model.layers.0.mlp.down_proj.safetensors"),
+              metadata={"count": "500"})
+    facts = tuning.model_facts(tmp_path / "model", tmp_path / "stats")
+    oracle = np.linalg.eigvalsh((keys.T @ keys).numpy() / 500)
+    assert np.allclose(facts.eigenvalues, oracle) and facts.w0_mean_abs == pytest.approx(float(w.abs().mean()))
+    with pytest.raises(TuningError, match="no cached E"):
+        tuning.model_facts(tmp_path / "model", tmp_path)
+
+
+def value_rows(scores):
+    return [{"candidate": c, "editor": e, "edit_seed": 100, "score": s} for (c, e), s in scores.items()]
+
+
+def test_values_are_chosen_by_the_mean_over_editors_and_ties_go_to_fewer_steps():
+    names = [c["name"] for c in VALUE_CANDIDATES]
+    base = {(n, e): 40.0 for n in names for e in ("rlsedit", "alphaedit")}
+    base[("long", "rlsedit")] = 60.0  # mean 50
+    assert select_values(value_rows(base))["chosen"] == "long"
+    base[("short", "rlsedit")], base[("short", "alphaedit")] = 55.0, 44.8  # mean 49.9: a tie, 30 steps < 60
+    assert select_values(value_rows(base))["chosen"] == "short"
+    del base[("authors", "alphaedit")]
+    with pytest.raises(TuningError, match="'authors' has no run"):
+        select_values(value_rows(base))
+
+
+def test_knobs_are_chosen_by_the_mean_over_seeds_and_ties_go_to_the_earlier_point():
+    rows = [{"point": i, "edit_seed": s, "score": sc} for (i, s), sc in
+            {(0, 1): 10.0, (0, 2): 20.0, (1, 1): 30.0, (1, 2): 31.0, (2, 1): 29.0, (2, 2): 32.5,
+             (3, 1): 0.0, (3, 2): 0.0}.items()]
+    sel = select_knobs("memit", rows)
+    assert sel["chosen"] == 1 and sel["knobs"] == EDITOR_GRIDS["memit"][1]  # 30.5 vs 30.75: tied, earlier
+    rows.append({"point": 2, "edit_seed": 3, "score": 90.0})
+    with pytest.raises(TuningError, match="grid point 0"):
+        select_knobs("memit", rows)
+
+
+def test_the_zsre_form_edits_toward_the_counterfactual(tmp_path):
+    regime = REGIMES["demo"]
+    path = write_zsre(regime, 0, 5, tmp_path / "zsre.json")
+    requests = load_zsre(path)
+    world = World(WorldConfig(n_people=regime.people, seed=0))
+    cf = world.edit_requests(regime.n_edits, seed=5)
+    assert len(requests) == regime.n_edits
+    for z, c in zip(requests, cf, strict=True):
+        assert z.subject == c.subject and z.target_new == c.target_new  # the counterfactual, not the fact
+        assert z.full_prompt == c.extra["question"] and z.paraphrase_prompts == (c.paraphrase_prompts[0],)
+        assert json.loads(path.read_text())[z.case_id]["alt"] == c.target_true.strip()
+
+
+def test_tuned_settings_are_what_the_committed_tuning_runs_select():
+    """tuning.TUNED must be exactly the selection from docs/edit_benchmark_data/tuning_<regime>.json."""
+    for regime, chosen in tuning.TUNED.items():
+        record = json.loads((ROOT / "docs" / "edit_benchmark_data" / f"tuning_{regime}.json").read_text())
+        assert selection(record) == chosen, regime
+    # mutant: another knob than the selection's is caught
+    if tuning.TUNED:
+        regime, chosen = next(iter(tuning.TUNED.items()))
+        record = json.loads((ROOT / "docs" / "edit_benchmark_data" / f"tuning_{regime}.json").read_text())
+        editor = next(e for e in tuning.EDITORS if e in chosen)
+        wrong = {**chosen, editor: next(k for k in EDITOR_GRIDS[editor] if k != chosen[editor])}
+        assert selection(record) != wrong
