@@ -2,7 +2,7 @@
 
 The solver core knows nothing of language models: it imports torch and numpy only.
 
-Row convention throughout (PAPER.md section 2): W is (d_k, d_v), keys K are (u, d_k), values V are
+Row convention throughout (docs/method.md section 2): W is (d_k, d_v), keys K are (u, d_k), values V are
 (u, d_v), and V ~ K W. For a torch ``nn.Linear`` the map is ``weight.T``.
 """
 

@@ -1,4 +1,4 @@
-"""RLSEditor: the cumulative soft least-squares editor of PAPER.md, as one stateful object.
+"""RLSEditor: the cumulative soft least-squares editor of docs/method.md, as one stateful object.
 
 The object keeps (C_t, W_t) and calls the pure functions of :mod:`rlsedit.recursion`; it never
 re-implements their math. After every ``update`` its W equals :func:`rlsedit.batch_solve` on all

@@ -1,4 +1,4 @@
-"""Properties of the Woodbury recursion against the closed form (PAPER.md sections 3-4)."""
+"""Properties of the Woodbury recursion against the closed form (docs/method.md sections 3-4)."""
 
 from __future__ import annotations
 
@@ -153,7 +153,7 @@ def test_retracting_a_batch_equals_never_applying_it(dtype, data):
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(data=st.data())
 def test_soft_write_identity(dtype, data):
-    """V - K W_t = S^{-1} (V - K W_{t-1}), S = I + K C_{t-1} K^T (PAPER.md section 4)."""
+    """V - K W_t = S^{-1} (V - K W_{t-1}), S = I + K C_{t-1} K^T (docs/method.md section 4)."""
     p = data.draw(problems(dtype))
     ed = editor_for(p, dtype)
     for K, V in p.batches:
