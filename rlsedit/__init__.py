@@ -30,7 +30,7 @@ from .errors import (
 )
 from .health import Health, diagnose
 from .registry import EDITORS, editor_from_state_dict, make_editor
-from .stream import SyntheticStream, run_stream
+from .stream import GaussianStream, run_stream
 
 __version__ = "0.1.0"
 
@@ -45,6 +45,7 @@ __all__ = [
     "EmptyBatchError",
     "FTEditor",
     "FactorizationError",
+    "GaussianStream",
     "Health",
     "MEMITEditor",
     "MissingCheckpointError",
@@ -59,7 +60,6 @@ __all__ = [
     "RefactorizationError",
     "ShapeError",
     "StateDictError",
-    "SyntheticStream",
     "UpdateRecord",
     "W0NotKeptError",
     "__version__",
