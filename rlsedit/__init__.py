@@ -14,6 +14,7 @@ from .closed_form import ObjectiveValue, batch_solve, objective
 from .editor import RLSEditor
 from .errors import (
     AnchorError,
+    BatchNotKeptError,
     CheckpointError,
     DTypeError,
     EmptyBatchError,
@@ -29,6 +30,7 @@ from .errors import (
     W0NotKeptError,
 )
 from .health import Health, diagnose
+from .ledger import LedgerEntry, batch_digest
 from .registry import EDITORS, editor_from_state_dict, make_editor
 from .stream import GaussianStream, run_stream
 
@@ -39,6 +41,7 @@ __all__ = [
     "AlphaEditEditor",
     "Anchor",
     "AnchorError",
+    "BatchNotKeptError",
     "CheckpointError",
     "DTypeError",
     "Editor",
@@ -47,6 +50,7 @@ __all__ = [
     "FactorizationError",
     "GaussianStream",
     "Health",
+    "LedgerEntry",
     "MEMITEditor",
     "MissingCheckpointError",
     "NoUniqueSolutionError",
@@ -64,6 +68,7 @@ __all__ = [
     "W0NotKeptError",
     "__version__",
     "atomic_write",
+    "batch_digest",
     "batch_solve",
     "diagnose",
     "editor_from_state_dict",

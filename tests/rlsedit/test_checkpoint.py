@@ -120,7 +120,10 @@ def test_metadata_records_versions_config_and_counts(tmp_path):
     state = json.loads(meta["state"])
     assert state["lam"] == 0.1 and state["mu"] == 1.0 and state["refactor_every"] == 2
     assert meta["checksum"].startswith("sha256:")
-    assert set(load_file(tmp_path / "c.safetensors")) == {"W0", "W", "C", "information_A", "information_B"}
+    assert set(load_file(tmp_path / "c.safetensors")) == {"W0", "W", "C", "information_A", "information_B",
+                                                          "ledger_ids", "ledger_rows", "ledger_digests"}
+    assert meta["format_version"] == "2" and state["format_version"] == 2  # the ledger raised both
+    assert (state["next_batch_id"], state["unrecorded_batches"], state["keep_batches"]) == (3, 0, False)
     assert "W0_fingerprint" not in state  # an editor that keeps W0 writes what it wrote before keep_W0
 
 
