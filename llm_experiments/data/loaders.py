@@ -282,3 +282,29 @@ def load_zsre(path: str | Path, *, target: str = "answers", limit: int | None = 
             raise DataError(f"{rec.where}: {exc}") from exc
         requests.append(request)
     return requests if limit is None else requests[:limit]
+
+
+def load_requests(path: str | Path, *, limit: int | None = None) -> list[EditRequest]:
+    """A JSON list of objects with :class:`EditRequest`'s fields (``case_id``, ``prompt`` with one
+    ``{}``, ``subject``, ``target_new``, optional ``target_true``, prompt lists, ...): the plain
+    request stream of ``rlsedit edit --dataset requests``. An unknown field is refused by name; every
+    record is validated, then the first ``limit`` are kept."""
+    import dataclasses
+
+    _check_limit(limit)
+    path = Path(path)
+    data = _read_json(path, list)
+    fields = {f.name for f in dataclasses.fields(EditRequest)}
+    out = []
+    for i, raw in enumerate(data):
+        where = f"{path.name}: request {i}"
+        if not isinstance(raw, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+        unknown = sorted(set(raw) - fields)
+        if unknown:
+            raise DataError(f"{where} has unknown fields {unknown}; EditRequest's fields: {sorted(fields)}")
+        try:
+            out.append(EditRequest(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}))
+        except (RequestError, TypeError) as exc:
+            raise DataError(f"{where}: {exc}") from exc
+    return out if limit is None else out[:limit]
