@@ -198,9 +198,9 @@ def draw_figures(summaries: list[dict], out_dir: str | Path) -> list[Path]:
 #: the run options that name a seed (a setting's runs differ in these, and only these)
 SEED_KEYS = ("edit_seed", "world_seed", "train_seed")
 #: options that change where or how fast a run goes, not what it computes
-MACHINE_KEYS = ("threads", "cache_dir", "device")
+MACHINE_KEYS = ("threads", "cache_dir", "device", "save_every")
 #: options that name an input file: runs of one setting may read per-seed files of the same name
-PATH_KEYS = ("data", "snippets", "tfidf", "stats_corpus")
+PATH_KEYS = ("source", "data", "snippets", "tfidf", "stats_corpus")
 #: the confidence level of every interval
 LEVEL = 0.95
 

@@ -235,7 +235,7 @@ def edit_argv(regime: Regime, editor: str, values: dict, knobs: dict, *, world_s
     argv = [*regime.model_argv(world_seed), "--edit-seed", str(edit_seed), "--editor", editor,
             "--n-edits", str(n_edits or regime.n_edits), "--batch-size", str(regime.batch_size),
             *value_argv(values), *knob_argv(editor, knobs, regime.n_edits, facts),
-            "--threads", str(threads), "--no-progress", "--out", str(out)]
+            "--threads", str(threads), "--save-every", "0", "--no-progress", "--out", str(out)]
     if cache is not None:
         argv += ["--cache", str(cache)]
     if data is not None:

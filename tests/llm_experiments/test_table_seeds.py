@@ -33,9 +33,10 @@ def run(editor, seed, eff, gen=50.0, spec=80.0, *, world=0, n_w=10.0, first=None
     """A summary.json as `rlsedit edit` writes it (only the parts the aggregation reads)."""
     s = {"editor": editor, "n_edits": 100, "_path": f"runs/seed-{seed}/{editor}",
          "efficacy": eff, "generalization": gen, "specificity": spec, "efficacy_sem": 1.0,
-         "config": {"run": {"editor": editor, "n_w": n_w, "edit_seed": seed, "world_seed": world, "train_seed": 0,
-                            "threads": 1, "cache_dir": "/somewhere"},
-                    "editing": {"n_w": n_w}, "resolved": {"model_path": f"/cache/model-{world}"}},
+         "config": {"model": {"name": "tiny-llama", "world_seed": world, "train_seed": 0},
+                    "data": {"source": "world", "edit_seed": seed}, "editing": {"editor": editor, "n_w": n_w},
+                    "threads": 1, "cache_dir": "/somewhere", "save_every": 0,
+                    "resolved": {"model_path": f"/cache/model-{world}"}},
          "capability": {"before": {"type": {"type_accuracy": 1.0}},
                         "after": {"type": {"type_accuracy": type_acc}, "template": {"template_nll": 1.5}}}}
     if first is not None:
@@ -75,7 +76,10 @@ def test_setting_and_seeds_ignore_seeds_machine_and_resolved_paths():
     a, b = run("rlsedit", 0, 50.0), run("rlsedit", 1, 60.0, world=3)
     assert setting_of(a) == setting_of(b)
     assert seeds_of(a) == {"edit_seed": 0, "world_seed": 0, "train_seed": 0}
-    assert "run.threads" not in setting_of(a) and "run.n_w" in setting_of(a)
+    assert "threads" not in setting_of(a) and "editing.n_w" in setting_of(a)
+    # per-seed input files of the same name are one setting
+    a["config"]["data"]["source"], b["config"]["data"]["source"] = "x/seed-0/zsre.json", "x/seed-1/zsre.json"
+    assert setting_of(a) == setting_of(b)
     c = compact(a)
     assert "config" not in c and setting_of(c) == setting_of(a) and seeds_of(c) == seeds_of(a)
     assert run_values(c) == run_values(a)

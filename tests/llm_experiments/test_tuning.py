@@ -65,28 +65,32 @@ def test_the_anchor_rule_scales_n_w_with_the_stream(editor):
     config = parse(edit_argv(regime, editor, values, {"r": 1.5, "lam": 0.25}, world_seed=1, edit_seed=100,
                              out="x", n_edits=100))
     # the first batch of a 700-edit stream gets the 700-edit stream's anchor: n_w = 1.5 * 700
-    assert config.n_w == pytest.approx(1050.0) and config.lam == 0.25 and config.mu == 1.0
-    assert config.n_edits == 100 and config.editor == editor
-    assert (config.people, config.hidden, config.d_ff, config.world_seed, config.edit_seed) == (300, 64, 1024, 1, 100)
-    assert (config.value_steps, config.value_lr, config.clamp_factor, config.kl_factor,
-            config.value_weight_decay) == (60, 0.3, 1.5, 0.0625, 0.0)
-    assert not config.generation and not config.along_stream
+    options = config.editing.editor_options
+    assert config.editing.n_w == pytest.approx(1050.0) and options["lam"] == 0.25 and options["mu"] == 1.0
+    assert config.data.n_edits == 100 and config.editing.editor == editor
+    m = config.model
+    assert (m.people, m.hidden, m.d_ff, m.world_seed, config.data.edit_seed) == (300, 64, 1024, 1, 100)
+    v = config.editing.values
+    assert (v.steps, v.lr, v.clamp_factor, v.kl_factor, v.weight_decay) == (60, 0.3, 1.5, 0.0625, 0.0)
+    assert not config.evaluation.generation and not config.evaluation.along_stream and config.save_every == 0
 
 
 def test_alphaedit_and_ft_rules_read_the_model():
     regime = REGIMES["crowded"]
     config = parse(edit_argv(regime, "alphaedit", VALUE_CANDIDATES[0], {"q": 0.25, "l2": 3.0}, world_seed=0,
                              edit_seed=0, out="x", facts=FACTS, along=True, generation_every=10))
-    assert config.threshold == pytest.approx(0.75) and config.l2 == 3.0  # the quarter-quantile of 0..3
-    assert config.along_stream and config.cohort_batches == regime.cohorts and config.generation_every == 10
+    options = config.editing.editor_options
+    assert options["threshold"] == pytest.approx(0.75) and options["l2"] == 3.0  # the quarter-quantile of 0..3
+    e = config.evaluation
+    assert e.along_stream and e.cohort_batches == regime.cohorts and e.generation_every == 10 and e.generation
     ft = parse(edit_argv(regime, "ft", VALUE_CANDIDATES[0], {"steps": 10, "lr": 0.5, "c": 2.0}, world_seed=0,
-                         edit_seed=0, out="x", facts=FACTS))
-    assert (ft.ft_steps, ft.ft_lr, ft.ft_norm_bound) == (10, 0.5, pytest.approx(0.04))
+                         edit_seed=0, out="x", facts=FACTS)).editing.editor_options
+    assert (ft["steps"], ft["lr"], ft["norm_bound"]) == (10, 0.5, pytest.approx(0.04))
     with pytest.raises(TuningError, match="ModelFacts"):
         edit_argv(regime, "alphaedit", VALUE_CANDIDATES[0], {"q": 0.5, "l2": 1.0}, world_seed=0, edit_seed=0, out="x")
     unbounded = parse(edit_argv(regime, "ft", VALUE_CANDIDATES[0], {"steps": 25, "lr": 1.0, "c": 0.0},
                                 world_seed=0, edit_seed=0, out="x"))
-    assert unbounded.ft_norm_bound == 0.0
+    assert unbounded.editing.editor_options["norm_bound"] is None
 
 
 def test_model_facts_reads_the_caches(tmp_path):

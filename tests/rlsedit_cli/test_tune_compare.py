@@ -44,8 +44,8 @@ def test_tune_runs_both_stages_on_the_tuning_split_and_records_the_selection(tin
     for r in rows:  # stage 1: the first batch only, on the tuning world and seed
         s = read_run(root / "tune" / "values" / r["candidate"] / r["editor"] / "seed-100")
         assert s["n_edits"] == TINY.batch_size
-        assert s["config"]["run"]["world_seed"] == tuning.TUNING_WORLD_SEED
-        assert s["config"]["run"]["edit_seed"] == 100
+        assert s["config"]["model"]["world_seed"] == tuning.TUNING_WORLD_SEED
+        assert s["config"]["data"]["edit_seed"] == 100
         assert r["score"] == pytest.approx(tuning.criterion(s))
     chosen = record["values"]["selection"]["chosen"]
     for editor in ("alphaedit", "rlsedit"):
@@ -54,15 +54,15 @@ def test_tune_runs_both_stages_on_the_tuning_split_and_records_the_selection(tin
         assert part["selection"] == tuning.select_knobs(editor, part["rows"])
         s = read_run(root / "tune" / "editors" / "point-0" / editor / "seed-100")
         assert s["n_edits"] == TINY.n_edits
-        assert s["config"]["run"]["value_steps"] == next(c["steps"] for c in VALUES if c["name"] == chosen)
+        assert s["config"]["editing"]["values"]["steps"] == next(c["steps"] for c in VALUES if c["name"] == chosen)
     # AlphaEdit's threshold is the rule applied to the model's measured spectrum (its quarter-quantile)
     s = read_run(root / "tune" / "editors" / "point-0" / "alphaedit" / "seed-100")
     quartiles = record["model_facts"]["quartiles"]
     assert quartiles == sorted(quartiles) and record["model_facts"]["d_k"] == TINY.d_ff
-    assert s["config"]["run"]["threshold"] == pytest.approx(quartiles[0], rel=1e-12)
+    assert s["config"]["editing"]["editor_options"]["threshold"] == pytest.approx(quartiles[0], rel=1e-12)
     # rlsedit's anchor: r * the stream's length, also in stage 1's one-batch runs
     s = read_run(root / "tune" / "values" / "a" / "rlsedit" / "seed-100")
-    assert s["config"]["run"]["n_w"] == pytest.approx(GRIDS["rlsedit"][1]["r"] * TINY.n_edits)
+    assert s["config"]["editing"]["n_w"] == pytest.approx(GRIDS["rlsedit"][1]["r"] * TINY.n_edits)
 
 
 def test_a_second_tune_reuses_every_finished_run(tiny_protocol, capsys):
@@ -87,14 +87,14 @@ def test_compare_reports_held_out_seeds_with_intervals(tiny_protocol):
     assert agg["edit_seeds"] == [0, 1] and len(agg["runs"]) == 6
     table = (out / "table.md").read_text()
     rls = [read_run(out / f"seed-{s}" / "rlsedit") for s in (0, 1)]
-    assert all(r["config"]["run"]["world_seed"] == tuning.REPORT_WORLD_SEED for r in rls)
-    assert {r["config"]["run"]["edit_seed"] for r in rls} == {0, 1}
+    assert all(r["config"]["model"]["world_seed"] == tuning.REPORT_WORLD_SEED for r in rls)
+    assert {r["config"]["data"]["edit_seed"] for r in rls} == {0, 1}
     mean, half = t_interval([r["efficacy"] for r in rls])
     assert f"| rlsedit | 2 | 6 | {mean:.1f} ± {half:.1f} |" in table
     assert "first 3: after stream" in table and "In words:" in table
     # the tuned settings, not the defaults: the chosen values' steps and the n_w rule
-    assert rls[0]["config"]["run"]["value_steps"] == chosen["values"]["steps"]
-    assert rls[0]["config"]["run"]["n_w"] == pytest.approx(chosen["rlsedit"]["r"] * TINY.n_edits)
+    assert rls[0]["config"]["editing"]["values"]["steps"] == chosen["values"]["steps"]
+    assert rls[0]["config"]["editing"]["n_w"] == pytest.approx(chosen["rlsedit"]["r"] * TINY.n_edits)
 
 
 def test_compare_refuses_tuning_seeds_and_untuned_regimes(tiny_protocol, tmp_path):
@@ -114,7 +114,7 @@ def test_compare_in_zsre_form_scores_token_accuracy(tiny_protocol):
     assert main(["compare", "--regime", "tiny", "--editors", "rlsedit", "--seeds", "0,1", "--zsre",
                  "--out", str(out), "--cache", cache]) == 0
     s = read_run(out / "seed-0" / "rlsedit")
-    assert s["config"]["run"]["dataset"] == "zsre" and "fluency" not in s
+    assert s["config"]["data"]["dataset"] == "zsre" and "fluency" not in s
     records = [json.loads(x) for x in (out / "seed-0" / "rlsedit" / "after_stream" / "records.jsonl")
                .read_text().splitlines()]
     assert len(records) == TINY.n_edits and s["efficacy"] == pytest.approx(
