@@ -25,7 +25,10 @@ The procedure, the same for every editor, declared before any tuning run:
    :func:`criterion`.
 2. *Editor knobs*: with the chosen values, each editor runs every point of its grid
    (:data:`EDITOR_GRIDS`, four points each: the same budget) on the whole tuning stream.
-   Criterion: the mean over tuning streams of :func:`criterion`.
+   Criterion: the mean over tuning streams of :func:`criterion`. When the best point lies on the
+   grid's edge, one more point beyond that edge is run (:func:`extension`) and takes part in the
+   choice (added before any stage-2 result was seen, after stage 1 showed that AlphaEdit's
+   reference point writes nothing on two of the three models).
 
 :func:`criterion` is MEMIT's Score, the harmonic mean of Efficacy, Generalization and Specificity
 after the stream (protocol ``after_stream``). The highest mean wins; candidates within
@@ -100,8 +103,8 @@ REGIMES: dict[str, Regime] = {r.name: r for r in (
            people=300, hidden=64, d_ff=1024, n_edits=700, batch_size=100, cohorts=(1, 3), generation_every=10),
     Regime("crowded", "a crowded layer: the same 700 edits on d_k = 144 (4.9 per key dimension)",
            people=300, hidden=64, d_ff=144, n_edits=700, batch_size=100, cohorts=(1, 3), generation_every=10),
-    Regime("demo", "the README's demo: 160 edits on d_k = 256 (0.63 per key dimension)",
-           people=100, hidden=64, d_ff=256, n_edits=160, batch_size=16, cohorts=(2, 5), generation_every=0),
+    Regime("demo", "the README's demo: 128 edits on d_k = 192 (0.67 per key dimension)",
+           people=60, hidden=64, d_ff=192, n_edits=128, batch_size=16, cohorts=(2, 4), generation_every=0),
 )}
 
 #: stage 1: the target-value settings tried (``rlsedit edit``'s value options). The first is the
@@ -301,21 +304,60 @@ def select_values(rows: list[dict]) -> dict:
     return {"chosen": chosen, "means": means}
 
 
-def select_knobs(editor: str, rows: list[dict]) -> dict:
-    """Stage 2's choice for one editor from its rows ``{"point", "edit_seed", "score"}`` (point: grid
-    index). Returns ``{"chosen": index, "knobs": dict, "means": [mean score per point]}``."""
+def extension(editor: str, knobs: dict) -> dict | None:
+    """The point one step beyond the grid when ``knobs`` (the grid's choice) lies on its edge, else None.
+
+    The rule (declared with the grids): r one decade further (0.001 or 10), lam from 1 to 30;
+    AlphaEdit's q to 0.1 or 0.9, l2 from 1 to 0.1; FT's loosest point to 60 steps, its fewest steps
+    to 4, its smallest step to 0.2, its bound to c = 0.25."""
     grid = EDITOR_GRIDS[editor]
+    if knobs not in grid:
+        return None
+    step = {
+        "rlsedit": {0: {"r": 0.001, "lam": 1e-3}, 2: {"r": 10.0, "lam": 1e-3}, 3: {"r": 0.1, "lam": 30.0}},
+        "alphaedit": {0: {"q": 0.1, "l2": 10.0}, 2: {"q": 0.9, "l2": 10.0}, 3: {"q": 0.5, "l2": 0.1}},
+        "ft": {0: {"steps": 60, "lr": 1.0, "c": 0.0}, 1: {"steps": 4, "lr": 1.0, "c": 0.0},
+               2: {"steps": 25, "lr": 0.2, "c": 0.0}, 3: {"steps": 25, "lr": 1.0, "c": 0.25}},
+    }
+    table = step["rlsedit"] if editor in ("rlsedit", "memit", "rome") else step[editor]
+    out = table.get(grid.index(knobs))
+    return None if out is None else dict(out)
+
+
+def _point_means(editor: str, rows: list[dict], points: int) -> list[float]:
     seeds = sorted({r["edit_seed"] for r in rows})
     cells = {(r["point"], r["edit_seed"]): r["score"] for r in rows}
     means = []
-    for i in range(len(grid)):
+    for i in range(points):
         missing = [s for s in seeds if (i, s) not in cells]
         if missing or not seeds:
-            raise TuningError(f"{editor}: grid point {i} {grid[i]} has no run for edit seeds {missing or 'any'}")
+            raise TuningError(f"{editor}: grid point {i} has no run for edit seeds {missing or 'any'}")
         means.append(_mean([cells[(i, s)] for s in seeds]))
+    return means
+
+
+def _best(means: list[float]) -> int:
     best = max(means)
-    chosen = next(i for i, m in enumerate(means) if m >= best - TIE)
-    return {"chosen": chosen, "knobs": dict(grid[chosen]), "means": means}
+    return next(i for i, m in enumerate(means) if m >= best - TIE)
+
+
+def select_knobs(editor: str, rows: list[dict]) -> dict:
+    """Stage 2's choice for one editor from its rows ``{"point", "edit_seed", "score"}`` (point: the grid
+    index; ``len(grid)``: the :func:`extension` point, run when the grid's choice lies on its edge).
+
+    Returns ``{"chosen": index, "knobs": dict, "means": [mean score per point], "extension": knobs or
+    None, "needs_extension": bool}`` (the last: the edge rule asks for a run not made yet)."""
+    grid = EDITOR_GRIDS[editor]
+    means = _point_means(editor, [r for r in rows if r["point"] < len(grid)], len(grid))
+    chosen = _best(means)
+    ext = extension(editor, grid[chosen])
+    has_ext = any(r["point"] == len(grid) for r in rows)
+    if ext is not None and has_ext:
+        means = _point_means(editor, rows, len(grid) + 1)
+        chosen = _best(means)
+    knobs = grid[chosen] if chosen < len(grid) else ext
+    return {"chosen": chosen, "knobs": dict(knobs), "means": means, "extension": ext,
+            "needs_extension": ext is not None and not has_ext}
 
 
 def selection(record: dict) -> dict:

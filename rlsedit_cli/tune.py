@@ -160,6 +160,14 @@ def run(args: argparse.Namespace) -> int:
                     rows[(i, seed)] = _row(s, point=i, knobs=knobs, edit_seed=seed, values=chosen)
                     part["rows"] = list(rows.values())
                     save()
+            sel = select_knobs(editor, part["rows"])
+            if sel["needs_extension"]:  # the grid's best lies on its edge: one point beyond it
+                i = len(EDITOR_GRIDS[editor])
+                for seed in TUNING_EDIT_SEEDS:
+                    s = run_one("editors", f"point-{i}", values, editor, sel["extension"], seed)
+                    rows[(i, seed)] = _row(s, point=i, knobs=sel["extension"], edit_seed=seed, values=chosen)
+                    part["rows"] = list(rows.values())
+                    save()
     # the selection, from whatever is finished
     lines = []
     try:

@@ -134,9 +134,25 @@ def test_knobs_are_chosen_by_the_mean_over_seeds_and_ties_go_to_the_earlier_poin
              (3, 1): 0.0, (3, 2): 0.0}.items()]
     sel = select_knobs("memit", rows)
     assert sel["chosen"] == 1 and sel["knobs"] == EDITOR_GRIDS["memit"][1]  # 30.5 vs 30.75: tied, earlier
+    assert sel["extension"] is None and not sel["needs_extension"]  # point 1 is inside the grid
     rows.append({"point": 2, "edit_seed": 3, "score": 90.0})
     with pytest.raises(TuningError, match="grid point 0"):
         select_knobs("memit", rows)
+
+
+def test_a_choice_on_the_grids_edge_asks_for_one_point_beyond_it():
+    rows = [{"point": i, "edit_seed": 100, "score": sc} for i, sc in enumerate((10.0, 20.0, 30.0, 5.0))]
+    sel = select_knobs("alphaedit", rows)
+    assert sel["chosen"] == 2 and sel["needs_extension"] and sel["extension"] == {"q": 0.9, "l2": 10.0}
+    better = select_knobs("alphaedit", [*rows, {"point": 4, "edit_seed": 100, "score": 40.0}])
+    assert better["chosen"] == 4 and better["knobs"] == {"q": 0.9, "l2": 10.0} and not better["needs_extension"]
+    worse = select_knobs("alphaedit", [*rows, {"point": 4, "edit_seed": 100, "score": 29.8}])
+    assert worse["chosen"] == 2 and worse["knobs"] == {"q": 0.75, "l2": 10.0}  # tie: the grid's point
+    for editor in tuning.EDITORS:  # every grid point on an edge has a step beyond it, inside no grid
+        for knobs in EDITOR_GRIDS[editor]:
+            ext = tuning.extension(editor, knobs)
+            assert ext is None or ext not in EDITOR_GRIDS[editor]
+    assert tuning.extension("memit", {"r": 0.1, "lam": 1e-3}) is None
 
 
 def test_the_zsre_form_edits_toward_the_counterfactual(tmp_path):

@@ -50,8 +50,12 @@ def test_tune_runs_both_stages_on_the_tuning_split_and_records_the_selection(tin
     chosen = record["values"]["selection"]["chosen"]
     for editor in ("alphaedit", "rlsedit"):
         part = record["editors"][editor]
-        assert [r["point"] for r in part["rows"]] == [0, 1] and all(r["values"] == chosen for r in part["rows"])
-        assert part["selection"] == tuning.select_knobs(editor, part["rows"])
+        points = [r["point"] for r in part["rows"]]
+        assert points[:2] == [0, 1] and all(r["values"] == chosen for r in part["rows"])
+        sel = tuning.select_knobs(editor, part["rows"])
+        assert part["selection"] == sel and not sel["needs_extension"]
+        # a choice on the grid's edge ran the point beyond it (and only then)
+        assert (points == [0, 1, 2]) == (sel["extension"] is not None)
         s = read_run(root / "tune" / "editors" / "point-0" / editor / "seed-100")
         assert s["n_edits"] == TINY.n_edits
         assert s["config"]["editing"]["values"]["steps"] == next(c["steps"] for c in VALUES if c["name"] == chosen)

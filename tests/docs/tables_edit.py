@@ -1,0 +1,136 @@
+"""Builders of docs/edit-benchmark.md's tables, from docs/edit_benchmark_data/.
+
+Data files (small: no per-record data):
+
+- ``tuning_<regime>.json``: what ``rlsedit tune --regime <regime>`` wrote (every tuning run's
+  scores, the model facts the rules read, the selection);
+- ``<regime>.json``, ``<regime>_zsre.json``: what ``rlsedit compare --regime <regime> [--zsre]``
+  wrote as ``aggregate.json`` (each run's compact summary: metrics, cohorts, capability, seconds,
+  seeds, setting).
+
+Every table is formatted by llm_experiments.table (the multi-seed tables) or from the tuning
+record's own numbers, so a page's table is exactly what the commands print for the same data.
+"""
+
+from __future__ import annotations
+
+from tests.docs.tables import DOCS, builder, markdown, read_json
+
+DATA = "edit_benchmark_data"
+EDITORS = ("rlsedit", "memit", "alphaedit", "rome", "ft")
+
+
+def _aggs(name: str):
+    from llm_experiments.table import aggregate
+
+    runs = read_json(f"{DATA}/{name}.json")["runs"]
+    order = {e: i for i, e in enumerate(EDITORS)}
+    runs = sorted(runs, key=lambda r: order.get(r["editor"], len(order)))
+    return aggregate(runs)
+
+
+def _fmt(x, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def main_table(name: str) -> str:
+    from llm_experiments.table import aggregate_table
+
+    return aggregate_table(_aggs(name))
+
+
+def retention(name: str) -> str:
+    from llm_experiments.table import retention_table
+
+    return retention_table(_aggs(name))
+
+
+def paired(name: str) -> str:
+    from llm_experiments.table import paired_table
+
+    return paired_table(_aggs(name), "rlsedit")
+
+
+def timing(name: str) -> str:
+    """Mean seconds per run by phase (over the seeds), and the runs' total."""
+    rows = []
+    for a in _aggs(name):
+        secs = [r["seconds"] for r in a.runs]
+        mean = {k: sum(s.get(k, 0.0) for s in secs) / len(secs)
+                for k in ("editing", "along_stream_evaluation", "after_stream_evaluation", "total")}
+        rows.append([a.label, str(a.n), _fmt(mean["editing"], 0), _fmt(mean["along_stream_evaluation"], 0),
+                     _fmt(mean["after_stream_evaluation"], 0), _fmt(mean["total"], 0),
+                     _fmt(sum(s["total"] for s in secs), 0)])
+    return markdown(["Editor", "Seeds", "editing, s", "along-stream evaluation, s", "after-stream evaluation, s",
+                     "total per run, s", "all seeds, s"], rows)
+
+
+def tuning_values(regime: str) -> str:
+    """Stage 1: each value candidate's Score with each editor (first batch of the tuning stream)."""
+    from llm_experiments.tuning import VALUE_CANDIDATES
+
+    record = read_json(f"{DATA}/tuning_{regime}.json")
+    rows = record["values"]["rows"]
+    chosen = record["values"]["selection"]["chosen"]
+    means = record["values"]["selection"]["means"]
+    editors = [e for e in EDITORS if any(r["editor"] == e for r in rows)]
+    out = []
+    for c in VALUE_CANDIDATES:
+        cells = []
+        for e in editors:
+            score = [r["score"] for r in rows if r["candidate"] == c["name"] and r["editor"] == e]
+            cells.append(_fmt(sum(score) / len(score)) if score else "-")
+        mean = _fmt(means[c["name"]])
+        out.append([c["name"] + (" (chosen)" if c["name"] == chosen else ""), str(c["steps"]), str(c["lr"]),
+                     str(c["clamp"]), str(c["kl"]), str(c["weight_decay"]), *cells,
+                     f"**{mean}**" if c["name"] == chosen else mean])
+    return markdown(["values", "steps", "lr", "clamp", "KL", "decay", *editors, "mean Score"], out)
+
+
+def _knobs(editor: str, knobs: dict, facts: dict | None) -> str:
+    if editor in ("rlsedit", "memit", "rome"):
+        return f"r = {knobs['r']:g}, lam = {knobs['lam']:g}"
+    if editor == "alphaedit":
+        return f"q = {knobs['q']:g}, l2 = {knobs['l2']:g}"
+    return f"steps {knobs['steps']}, lr {knobs['lr']:g}, c = {knobs['c']:g}"
+
+
+def tuning_editors(regime: str) -> str:
+    """Stage 2: each editor's grid on the whole tuning stream(s), with the chosen values."""
+    record = read_json(f"{DATA}/tuning_{regime}.json")
+    out = []
+    for editor in EDITORS:
+        part = record["editors"].get(editor)
+        if not part:
+            continue
+        chosen = part["selection"]["chosen"]
+        for i, mean in enumerate(part["selection"]["means"]):
+            runs = [r for r in part["rows"] if r["point"] == i]
+            avg = {k: sum(r[k] for r in runs) / len(runs) for k in ("efficacy", "generalization", "specificity")}
+            types = [r["type_accuracy"] for r in runs if r.get("type_accuracy") is not None]
+            score = _fmt(mean)
+            out.append([editor if i == 0 else "", _knobs(editor, runs[0]["knobs"], record.get("model_facts")),
+                        f"**{score}** (chosen)" if i == chosen else score, _fmt(avg["efficacy"]),
+                        _fmt(avg["generalization"]), _fmt(avg["specificity"]),
+                        _fmt(sum(types) / len(types)) if types else "-", _fmt(sum(r["seconds"] for r in runs), 0)])
+    return markdown(["editor", "knobs", "Score", "Efficacy", "Generalization", "Specificity", "type accuracy, %",
+                     "seconds"], out)
+
+
+def _register() -> None:
+    data = DOCS / DATA
+    for path in sorted(data.glob("tuning_*.json")) if data.is_dir() else []:
+        regime = path.stem.removeprefix("tuning_")
+        builder(f"edit_tuning_values_{regime}")(lambda r=regime: tuning_values(r))
+        builder(f"edit_tuning_editors_{regime}")(lambda r=regime: tuning_editors(r))
+    for path in sorted(data.glob("*.json")) if data.is_dir() else []:
+        name = path.stem
+        if name.startswith("tuning_"):
+            continue
+        builder(f"edit_{name}_main")(lambda n=name: main_table(n))
+        builder(f"edit_{name}_retention")(lambda n=name: retention(n))
+        builder(f"edit_{name}_paired")(lambda n=name: paired(n))
+        builder(f"edit_{name}_timing")(lambda n=name: timing(n))
+
+
+_register()
