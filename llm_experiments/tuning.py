@@ -124,12 +124,18 @@ EDITOR_GRIDS: dict[str, tuple[dict, ...]] = {
     "rlsedit": _PRIOR_GRID,
     "memit": _PRIOR_GRID,
     "rome": _PRIOR_GRID,
-    "alphaedit": ({"q": 0.25, "l2": 10.0}, {"q": 0.5, "l2": 10.0}, {"q": 0.75, "l2": 10.0}, {"q": 0.5, "l2": 1.0}),
+    "alphaedit": ({"q": 0.75, "l2": 10.0}, {"q": 0.9, "l2": 10.0}, {"q": 0.97, "l2": 10.0}, {"q": 0.9, "l2": 1.0}),
     "ft": ({"steps": 25, "lr": 1.0, "c": 0.0}, {"steps": 10, "lr": 1.0, "c": 0.0},
            {"steps": 25, "lr": 0.5, "c": 0.0}, {"steps": 25, "lr": 1.0, "c": 1.0}),
 }
-#: stage 1's knobs: each grid's second point
-REFERENCE: dict[str, dict] = {e: grid[1] for e, grid in EDITOR_GRIDS.items()}
+#: AlphaEdit's first grid, replaced after its stage-2 runs: on the demo model no point of it wrote
+#: anything (Score 0 throughout), on the crowded one its Score still rose at the grid's edge. Its runs
+#: stay in the tuning records as superseded; the choice is made on the grid above.
+SUPERSEDED_GRIDS: dict[str, tuple[dict, ...]] = {
+    "alphaedit": ({"q": 0.25, "l2": 10.0}, {"q": 0.5, "l2": 10.0}, {"q": 0.75, "l2": 10.0}, {"q": 0.5, "l2": 1.0}),
+}
+#: stage 1's knobs: each grid's second point (AlphaEdit's: its first grid's, the one stage 1 ran with)
+REFERENCE: dict[str, dict] = {e: (SUPERSEDED_GRIDS.get(e) or grid)[1] for e, grid in EDITOR_GRIDS.items()}
 
 #: what ``rlsedit tune`` chose for each regime (docs/edit_benchmark_data/tuning_<regime>.json holds the
 #: runs; tests/llm_experiments/test_tuning.py checks that selecting from them gives exactly this).
@@ -220,6 +226,24 @@ def knob_argv(editor: str, knobs: dict, n_edits: int, facts: ModelFacts | None) 
         bound = float(knobs["c"]) * facts.w0_mean_abs if knobs["c"] else 0.0
         return ["--ft-steps", str(knobs["steps"]), "--ft-lr", repr(float(knobs["lr"])), "--ft-norm-bound", repr(bound)]
     raise TuningError(f"unknown editor {editor!r}; expected one of {EDITORS}")
+
+
+def knob_slug(knobs: dict) -> str:
+    """A run folder's name for a grid point: ``r0.1-lam0.001``, ``q0.9-l210``, ``steps25-lr1-c0``."""
+    return "-".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in knobs.items())
+
+
+def current_rows(editor: str, rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Split an editor's stage-2 rows into those of its current grid (and edge extension) and the
+    superseded ones (run with a grid that was replaced): ``(current, superseded)``."""
+    grid = EDITOR_GRIDS[editor]
+    current, old = [], []
+    for r in rows:
+        i = r["point"]
+        fits = (i < len(grid) and r["knobs"] == grid[i]) or (i == len(grid) and any(
+            r["knobs"] == extension(editor, g) for g in grid))
+        (current if fits else old).append(r)
+    return current, old
 
 
 def needs_facts(editor: str, knobs: dict) -> bool:
@@ -315,7 +339,7 @@ def extension(editor: str, knobs: dict) -> dict | None:
         return None
     step = {
         "rlsedit": {0: {"r": 0.001, "lam": 1e-3}, 2: {"r": 10.0, "lam": 1e-3}, 3: {"r": 0.1, "lam": 30.0}},
-        "alphaedit": {0: {"q": 0.1, "l2": 10.0}, 2: {"q": 0.9, "l2": 10.0}, 3: {"q": 0.5, "l2": 0.1}},
+        "alphaedit": {0: {"q": 0.5, "l2": 10.0}, 2: {"q": 0.99, "l2": 10.0}, 3: {"q": 0.9, "l2": 0.1}},
         "ft": {0: {"steps": 60, "lr": 1.0, "c": 0.0}, 1: {"steps": 4, "lr": 1.0, "c": 0.0},
                2: {"steps": 25, "lr": 0.2, "c": 0.0}, 3: {"steps": 25, "lr": 1.0, "c": 0.25}},
     }
@@ -348,9 +372,11 @@ def select_knobs(editor: str, rows: list[dict]) -> dict:
     Returns ``{"chosen": index, "knobs": dict, "means": [mean score per point], "extension": knobs or
     None, "needs_extension": bool}`` (the last: the edge rule asks for a run not made yet)."""
     grid = EDITOR_GRIDS[editor]
+    rows = current_rows(editor, rows)[0]
     means = _point_means(editor, [r for r in rows if r["point"] < len(grid)], len(grid))
     chosen = _best(means)
     ext = extension(editor, grid[chosen])
+    rows = [r for r in rows if r["point"] < len(grid) or r["knobs"] == ext]
     has_ext = any(r["point"] == len(grid) for r in rows)
     if ext is not None and has_ext:
         means = _point_means(editor, rows, len(grid) + 1)
@@ -365,7 +391,7 @@ def selection(record: dict) -> dict:
     values = select_values(record["values"]["rows"])
     chosen = {"values": next(c for c in VALUE_CANDIDATES if c["name"] == values["chosen"])}
     for editor, part in record.get("editors", {}).items():
-        if part["rows"]:
+        if current_rows(editor, part["rows"])[0]:
             chosen[editor] = select_knobs(editor, part["rows"])["knobs"]
     return chosen
 
@@ -387,7 +413,34 @@ def is_finite_score(x) -> bool:
     return isinstance(x, int | float) and math.isfinite(x)
 
 
-__all__ = ["EDITORS", "EDITOR_GRIDS", "REFERENCE", "REGIMES", "REPORT_EDIT_SEEDS", "REPORT_WORLD_SEED", "TIE",
-           "TUNED", "TUNING_EDIT_SEEDS", "TUNING_WORLD_SEED", "VALUE_CANDIDATES", "ModelFacts", "Regime",
-           "TuningError", "check_split", "criterion", "edit_argv", "knob_argv", "model_facts", "needs_facts",
-           "select_knobs", "select_values", "selection", "settings_for", "value_argv", "write_zsre"]
+__all__ = [
+    "EDITORS",
+    "EDITOR_GRIDS",
+    "REFERENCE",
+    "REGIMES",
+    "REPORT_EDIT_SEEDS",
+    "REPORT_WORLD_SEED",
+    "SUPERSEDED_GRIDS",
+    "TIE",
+    "TUNED",
+    "TUNING_EDIT_SEEDS",
+    "TUNING_WORLD_SEED",
+    "VALUE_CANDIDATES",
+    "ModelFacts",
+    "Regime",
+    "TuningError",
+    "check_split",
+    "criterion",
+    "current_rows",
+    "edit_argv",
+    "knob_argv",
+    "knob_slug",
+    "model_facts",
+    "needs_facts",
+    "select_knobs",
+    "select_values",
+    "selection",
+    "settings_for",
+    "value_argv",
+    "write_zsre",
+]

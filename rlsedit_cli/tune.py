@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         VALUE_CANDIDATES,
         TuningError,
         check_split,
+        current_rows,
         describe,
         edit_argv,
         needs_facts,
@@ -108,6 +109,16 @@ def run(args: argparse.Namespace) -> int:
     record.setdefault("values", {"rows": []})
     record.setdefault("editors", {})
     facts = None
+    for editor, part in record["editors"].items():  # runs of a replaced grid: kept aside, not chosen from
+        current, old = current_rows(editor, part["rows"])
+        for r in old:
+            src = root / "editors" / f"point-{r['point']}" / editor / f"seed-{r['edit_seed']}"
+            dst = root / "superseded" / f"point-{r['point']}" / editor / f"seed-{r['edit_seed']}"
+            if src.is_dir() and not dst.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                src.rename(dst)
+        part["rows"] = current
+        part["superseded"] = part.get("superseded", []) + old
 
     def run_one(stage, candidate, values, editor, knobs, seed, n_edits=None):
         nonlocal facts

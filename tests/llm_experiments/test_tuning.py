@@ -49,7 +49,7 @@ def test_the_split_is_disjoint_and_a_shared_seed_is_refused(monkeypatch):
 def test_every_editor_has_the_same_budget_and_a_reference_point():
     sizes = {e: len(g) for e, g in EDITOR_GRIDS.items()}
     assert set(sizes) == set(tuning.EDITORS) and len(set(sizes.values())) == 1
-    assert all(tuning.REFERENCE[e] == EDITOR_GRIDS[e][1] for e in tuning.EDITORS)
+    assert all(tuning.REFERENCE[e] == (tuning.SUPERSEDED_GRIDS.get(e) or EDITOR_GRIDS[e])[1] for e in tuning.EDITORS)
 
 
 def test_regimes_have_the_ratios_their_names_promise():
@@ -129,25 +129,33 @@ def test_values_are_chosen_by_the_mean_over_editors_and_ties_go_to_fewer_steps()
 
 
 def test_knobs_are_chosen_by_the_mean_over_seeds_and_ties_go_to_the_earlier_point():
-    rows = [{"point": i, "edit_seed": s, "score": sc} for (i, s), sc in
+    rows = [{"point": i, "edit_seed": s, "score": sc, "knobs": EDITOR_GRIDS["memit"][i]} for (i, s), sc in
             {(0, 1): 10.0, (0, 2): 20.0, (1, 1): 30.0, (1, 2): 31.0, (2, 1): 29.0, (2, 2): 32.5,
              (3, 1): 0.0, (3, 2): 0.0}.items()]
     sel = select_knobs("memit", rows)
     assert sel["chosen"] == 1 and sel["knobs"] == EDITOR_GRIDS["memit"][1]  # 30.5 vs 30.75: tied, earlier
     assert sel["extension"] is None and not sel["needs_extension"]  # point 1 is inside the grid
-    rows.append({"point": 2, "edit_seed": 3, "score": 90.0})
+    rows.append({"point": 2, "edit_seed": 3, "score": 90.0, "knobs": EDITOR_GRIDS["memit"][2]})
     with pytest.raises(TuningError, match="grid point 0"):
         select_knobs("memit", rows)
 
 
 def test_a_choice_on_the_grids_edge_asks_for_one_point_beyond_it():
-    rows = [{"point": i, "edit_seed": 100, "score": sc} for i, sc in enumerate((10.0, 20.0, 30.0, 5.0))]
+    grid = EDITOR_GRIDS["alphaedit"]
+    rows = [{"point": i, "edit_seed": 100, "score": sc, "knobs": grid[i]}
+            for i, sc in enumerate((10.0, 20.0, 30.0, 5.0))]
     sel = select_knobs("alphaedit", rows)
-    assert sel["chosen"] == 2 and sel["needs_extension"] and sel["extension"] == {"q": 0.9, "l2": 10.0}
-    better = select_knobs("alphaedit", [*rows, {"point": 4, "edit_seed": 100, "score": 40.0}])
-    assert better["chosen"] == 4 and better["knobs"] == {"q": 0.9, "l2": 10.0} and not better["needs_extension"]
-    worse = select_knobs("alphaedit", [*rows, {"point": 4, "edit_seed": 100, "score": 29.8}])
-    assert worse["chosen"] == 2 and worse["knobs"] == {"q": 0.75, "l2": 10.0}  # tie: the grid's point
+    assert sel["chosen"] == 2 and sel["needs_extension"] and sel["extension"] == {"q": 0.99, "l2": 10.0}
+    ext = {"point": 4, "edit_seed": 100, "knobs": {"q": 0.99, "l2": 10.0}}
+    better = select_knobs("alphaedit", [*rows, {**ext, "score": 40.0}])
+    assert better["chosen"] == 4 and better["knobs"] == {"q": 0.99, "l2": 10.0} and not better["needs_extension"]
+    worse = select_knobs("alphaedit", [*rows, {**ext, "score": 29.8}])
+    assert worse["chosen"] == 2 and worse["knobs"] == {"q": 0.97, "l2": 10.0}  # tie: the grid's point
+    # runs of a replaced grid (same point index, other knobs) are set aside, never chosen
+    old = [{"point": i, "edit_seed": 100, "score": 99.0, "knobs": k}
+           for i, k in enumerate(tuning.SUPERSEDED_GRIDS["alphaedit"])]
+    assert select_knobs("alphaedit", [*old, *rows, {**ext, "score": 40.0}]) == better
+    assert tuning.current_rows("alphaedit", old) == ([], old)
     for editor in tuning.EDITORS:  # every grid point on an edge has a step beyond it, inside no grid
         for knobs in EDITOR_GRIDS[editor]:
             ext = tuning.extension(editor, knobs)
