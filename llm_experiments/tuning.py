@@ -139,7 +139,23 @@ REFERENCE: dict[str, dict] = {e: (SUPERSEDED_GRIDS.get(e) or grid)[1] for e, gri
 
 #: what ``rlsedit tune`` chose for each regime (docs/edit_benchmark_data/tuning_<regime>.json holds the
 #: runs; tests/llm_experiments/test_tuning.py checks that selecting from them gives exactly this).
-TUNED: dict[str, dict] = {}
+TUNED: dict[str, dict] = {
+    "matched": {
+        "values": {"name": "long-wide", "steps": 60, "lr": 0.3, "clamp": 3.0, "kl": 0.0625, "weight_decay": 0.0},
+        "rlsedit": {"r": 1.0, "lam": 0.001}, "memit": {"r": 1.0, "lam": 0.001}, "rome": {"r": 0.01, "lam": 0.001},
+        "alphaedit": {"q": 0.97, "l2": 10.0}, "ft": {"steps": 25, "lr": 1.0, "c": 0.0},
+    },
+    "demo": {
+        "values": {"name": "short", "steps": 30, "lr": 0.5, "clamp": 1.5, "kl": 0.0625, "weight_decay": 0.0},
+        "rlsedit": {"r": 0.1, "lam": 0.001}, "memit": {"r": 0.1, "lam": 0.001}, "rome": {"r": 0.1, "lam": 0.001},
+        "alphaedit": {"q": 0.9, "l2": 0.1}, "ft": {"steps": 10, "lr": 1.0, "c": 0.0},
+    },
+    "crowded": {
+        "values": {"name": "long-wide", "steps": 60, "lr": 0.3, "clamp": 3.0, "kl": 0.0625, "weight_decay": 0.0},
+        "rlsedit": {"r": 0.001, "lam": 0.001}, "memit": {"r": 0.01, "lam": 0.001}, "rome": {"r": 0.01, "lam": 0.001},
+        "alphaedit": {"q": 0.9, "l2": 0.1}, "ft": {"steps": 10, "lr": 1.0, "c": 0.0},
+    },
+}
 
 
 def check_split() -> None:
