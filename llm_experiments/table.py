@@ -329,6 +329,15 @@ class Aggregate:
         return (m, m) if h is None else (m - h, m + h)
 
 
+def _same(a, b) -> bool:
+    """Equal settings: floats to 1e-9 relative (a value computed twice may differ in its last bits)."""
+    if isinstance(a, float) and isinstance(b, float):
+        import math
+
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
+    return a == b
+
+
 def _describe(summary: dict) -> str:
     return str(summary.get("_path") or summary.get("label") or summary.get("editor"))
 
@@ -349,7 +358,7 @@ def aggregate(summaries: list[dict], names: list[str] | None = None) -> list[Agg
         first = setting_of(runs[0])
         for other in runs[1:]:
             setting = setting_of(other)
-            diff = sorted(k for k in set(first) | set(setting) if first.get(k) != setting.get(k))
+            diff = sorted(k for k in set(first) | set(setting) if not _same(first.get(k), setting.get(k)))
             if diff:
                 k = diff[0]
                 raise TableError(f"{name}: runs {_describe(runs[0])} and {_describe(other)} differ in {k} "
@@ -466,9 +475,11 @@ def retention_table(aggs: list[Aggregate], digits: int = 1) -> str | None:
 
 def key_metrics(aggs: list[Aggregate]) -> list[tuple[str, str]]:
     """``(name, label)`` of the metrics rankings are stated for: Efficacy, Generalization,
-    Specificity and every cohort's efficacy after the stream ("first N kept")."""
+    Specificity, every cohort's efficacy after the stream ("first N kept") and the type accuracy
+    after the stream (general capability)."""
     names = [(m, m) for m in ("efficacy", "generalization", "specificity")]
     names += [(f"{c}.final", f"first {cohort_size(aggs, c)} kept") for c in cohort_names(aggs)]
+    names.append(("type_accuracy", "type accuracy after"))
     return [(n, lab) for n, lab in names if all(n in a.mean for a in aggs)]
 
 

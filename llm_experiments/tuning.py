@@ -76,6 +76,7 @@ class Regime:
         n_edits, batch_size: the stream.
         cohorts: early-edit cohorts as numbers of first batches (``--cohorts``).
         generation_every: reported runs' Fluency and Consistency on every k-th edit (0: none).
+        report_seeds: the edit seeds ``rlsedit compare`` reports by default.
     """
 
     name: str
@@ -87,6 +88,7 @@ class Regime:
     batch_size: int
     cohorts: tuple[int, ...]
     generation_every: int
+    report_seeds: tuple[int, ...] = REPORT_EDIT_SEEDS
 
     @property
     def ratio(self) -> float:
@@ -104,7 +106,8 @@ REGIMES: dict[str, Regime] = {r.name: r for r in (
     Regime("crowded", "a crowded layer: the same 700 edits on d_k = 144 (4.9 per key dimension)",
            people=300, hidden=64, d_ff=144, n_edits=700, batch_size=100, cohorts=(1, 3), generation_every=10),
     Regime("demo", "the README's demo: 128 edits on d_k = 192 (0.67 per key dimension)",
-           people=60, hidden=64, d_ff=192, n_edits=128, batch_size=16, cohorts=(2, 4), generation_every=0),
+           people=60, hidden=64, d_ff=192, n_edits=128, batch_size=16, cohorts=(2, 4), generation_every=0,
+           report_seeds=(0, 1, 2, 3, 4)),
 )}
 
 #: stage 1: the target-value settings tried (``rlsedit edit``'s value options). The first is the
@@ -235,12 +238,14 @@ def knob_argv(editor: str, knobs: dict, n_edits: int, facts: ModelFacts | None) 
     if editor == "alphaedit":
         if facts is None:
             raise TuningError("alphaedit's threshold rule needs the model's E[kk^T] (ModelFacts)")
-        return ["--l2", repr(float(knobs["l2"])), "--threshold", repr(facts.quantile(float(knobs["q"])))]
+        # 6 significant digits: the same threshold whatever rounding the eigensolver's threads give
+        return ["--l2", repr(float(knobs["l2"])), "--threshold", f"{facts.quantile(float(knobs['q'])):.6g}"]
     if editor == "ft":
         if knobs["c"] and facts is None:
             raise TuningError("ft's bound rule needs the model's W0 (ModelFacts)")
         bound = float(knobs["c"]) * facts.w0_mean_abs if knobs["c"] else 0.0
-        return ["--ft-steps", str(knobs["steps"]), "--ft-lr", repr(float(knobs["lr"])), "--ft-norm-bound", repr(bound)]
+        return ["--ft-steps", str(knobs["steps"]), "--ft-lr", repr(float(knobs["lr"])),
+                "--ft-norm-bound", f"{bound:.6g}"]
     raise TuningError(f"unknown editor {editor!r}; expected one of {EDITORS}")
 
 

@@ -103,6 +103,10 @@ def test_aggregate_groups_by_editor_with_mean_and_interval():
 def test_mixed_settings_and_repeated_seeds_are_refused():
     with pytest.raises(TableError, match=r"differ in .*n_w"):
         aggregate([run("rlsedit", 0, 50.0, n_w=10.0), run("rlsedit", 1, 50.0, n_w=300.0)])
+    # a value computed twice that differs in its last bits is the same setting; 1e-6 apart is not
+    assert len(aggregate([run("rlsedit", 0, 50.0, n_w=0.1 + 0.2), run("rlsedit", 1, 50.0, n_w=0.3)])) == 1
+    with pytest.raises(TableError, match="differ in"):
+        aggregate([run("rlsedit", 0, 50.0, n_w=0.3), run("rlsedit", 1, 50.0, n_w=0.3 + 1e-6)])
     with pytest.raises(TableError, match="same seeds"):
         aggregate([run("rlsedit", 0, 50.0), run("rlsedit", 0, 51.0)])
     with pytest.raises(TableError, match="labels for"):
