@@ -113,6 +113,10 @@ def tuning_editors(regime: str) -> str:
                         f"**{score}** (chosen)" if i == chosen else score, _fmt(avg["efficacy"]),
                         _fmt(avg["generalization"]), _fmt(avg["specificity"]),
                         _fmt(sum(types) / len(types)) if types else "-", _fmt(sum(r["seconds"] for r in runs), 0)])
+        for r in part.get("superseded", []):  # a replaced grid's runs: shown, never chosen from
+            out.append(["", _knobs(editor, r["knobs"], None) + " (first grid, replaced)", _fmt(r["score"]),
+                        _fmt(r["efficacy"]), _fmt(r["generalization"]), _fmt(r["specificity"]),
+                        _fmt(r.get("type_accuracy")), _fmt(r["seconds"], 0)])
     return markdown(["editor", "knobs", "Score", "Efficacy", "Generalization", "Specificity", "type accuracy, %",
                      "seconds"], out)
 
