@@ -48,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="edit seeds (stream order and counterfactual targets) on the reported world; never the "
                         f"tuning split's (default: the regime's; {', '.join(str(s) for s in REPORT_EDIT_SEEDS)} "
                         "for matched and crowded, 0-4 for the demo)")
+    p.add_argument("--settings-from", choices=sorted(REGIMES), default=None, metavar="REGIME",
+                   help="use the settings tuned for another regime, its rules applied unchanged to this one's model "
+                        "and stream (default: this regime's own)")
     p.add_argument("--zsre", action="store_true",
                    help="the same edits in ZsRE form (questions; ZsRE's token-accuracy metrics)")
     p.add_argument("--generation-every", type=int, default=None, metavar="K",
@@ -107,13 +110,14 @@ def run(args: argparse.Namespace) -> int:
     leaked = sorted(set(args.seeds) & set(TUNING_EDIT_SEEDS))
     if leaked:
         raise SystemExit(f"rlsedit compare: --seeds {leaked} belong to the tuning split; report other seeds")
+    source = args.settings_from or regime.name
     try:
-        settings = settings_for(regime.name)
+        settings = settings_for(source)
     except TuningError as exc:
         raise SystemExit(f"rlsedit compare: {exc}") from exc
     missing = [e for e in editors if e not in settings]
     if missing:
-        raise SystemExit(f"rlsedit compare: no tuned settings for {missing} in regime {regime.name}")
+        raise SystemExit(f"rlsedit compare: no tuned settings for {missing} in regime {source}")
     generation = regime.generation_every if args.generation_every is None else args.generation_every
     order = sorted(editors, key=lambda e: needs_facts(e, settings[e]))  # rules read the statistics of earlier runs
     root = Path(args.out)
@@ -148,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     aggs = aggregate(summaries)
     text = (f"Regime {regime.name}: {regime.description}; world seed {REPORT_WORLD_SEED}, edit seeds "
             f"{', '.join(str(s) for s in args.seeds)}; settings chosen on the tuning split"
+            f"{'' if source == regime.name else f' for regime {source} (its rules applied unchanged)'}"
             f"{' (ZsRE form)' if args.zsre else ''}.\n\n" + aggregate_report(aggs))
     lines = verdict(aggs) if len(aggs) > 1 else []
     if lines:
@@ -158,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
     root.mkdir(parents=True, exist_ok=True)
     (root / "table.md").write_text(text + "\n")
     (root / "aggregate.json").write_text(json.dumps(
-        {"regime": regime.name, "zsre": args.zsre, "world_seed": REPORT_WORLD_SEED, "edit_seeds": list(args.seeds),
+        {"regime": regime.name, "settings_from": source, "zsre": args.zsre, "world_seed": REPORT_WORLD_SEED,
+         "edit_seeds": list(args.seeds),
          "runs": [compact(s) for s in summaries]}, indent=1) + "\n")
     print()
     print(text)

@@ -121,6 +121,78 @@ def tuning_editors(regime: str) -> str:
                      "seconds"], out)
 
 
+@builder("edit_regimes")
+def regimes() -> str:
+    """The regimes as llm_experiments.tuning defines them."""
+    from llm_experiments.tuning import REGIMES
+
+    rows = []
+    for r in REGIMES.values():
+        model = f"{r.people} people ({5 * r.people:,} facts), hidden {r.hidden}, d_ff = d_k = {r.d_ff}"
+        rows.append([f"`{r.name}`", model,
+                     f"{r.n_edits} edits in batches of {r.batch_size}", f"{r.ratio:.2f}",
+                     ", ".join(str(s) for s in r.report_seeds)])
+    return markdown(["regime", "model (4 layers, layer 0 edited)", "stream", "edits / d_k", "reported edit seeds"],
+                    rows)
+
+
+@builder("edit_models")
+def models() -> str:
+    """The tiny models of each regime (their tiny_model.json): size, accuracy, training time."""
+    rows = []
+    for m in read_json(f"{DATA}/models.json")["models"]:
+        acc = " / ".join(f"{100 * m['accuracy'][k]:.1f}" for k in ("trained", "heldout", "question"))
+        seed = f"{m['world_seed']} ({'tuning' if m['world_seed'] == 1 else 'reported'})"
+        rows.append([m["regime"], seed, f"{m['people']} people, d_ff {m['d_ff']}", f"{m['n_params']:,}", acc,
+                     str(m["steps"]), f"{m['train_seconds']:.0f}"])
+    return markdown(["regime", "world seed", "model", "parameters", "accuracy, %: trained / held-out / questions",
+                     "steps", "seconds"], rows)
+
+
+@builder("edit_writes")
+def writes() -> str:
+    """The first and the last write of each stream (metrics.jsonl of every run, mean over seeds): the share
+    of the batch's residual ||V - K W|| the write closed, and the weight change ||W - W_prev||_F."""
+    data = read_json(f"{DATA}/writes.json")
+    labels = {"matched": "matched", "crowded": "crowded, own settings", "crowded_rules": "crowded, matched's rules"}
+    rows = []
+    for name, editors in data.items():
+        for editor in EDITORS:
+            if editor not in editors:
+                continue
+            runs = editors[editor]["batches"]
+            cells = []
+            for b in (0, -1):
+                before = sum(r[b]["residual_before"] for r in runs) / len(runs)
+                after = sum(r[b]["residual_after"] for r in runs) / len(runs)
+                dw = sum(r[b]["weight_change"] for r in runs) / len(runs)
+                cells += [f"{before:.0f} -> {after:.0f} ({100 * (1 - after / before):.0f}%)", f"{dw:.1f}"]
+            rows.append([labels.get(name, name), editor, str(len(runs)), *cells])
+    return markdown(["regime", "editor", "seeds", "first batch: residual (closed)", "first batch: ||dW||",
+                     "last batch: residual (closed)", "last batch: ||dW||"], rows)
+
+
+@builder("edit_efficacy_ranking")
+def efficacy_ranking() -> str:
+    """Efficacy across the regimes: the ranking the intervals support and RLSEdit's paired differences."""
+    from llm_experiments.table import paired_difference, ranking
+    from llm_experiments.tuning import REGIMES
+
+    rows = []
+    for name, label, regime in (("matched", "matched", "matched"), ("crowded", "crowded, own settings", "crowded"),
+                                ("crowded_rules", "crowded, matched's rules", "crowded")):
+        aggs = _aggs(name)
+        ref = next(a for a in aggs if a.label == "rlsedit")
+        cells = []
+        for other in ("memit", "alphaedit"):
+            mean, half, _ = paired_difference(ref, next(a for a in aggs if a.label == other), "efficacy")
+            cells.append(f"{mean:+.1f} ± {half:.1f}")
+        means = ", ".join(f"{a.label} {a.mean['efficacy']:.1f}" for a in aggs)
+        rows.append([label, f"{REGIMES[regime].ratio:.2f}", means, ranking(aggs, "efficacy"), *cells])
+    return markdown(["regime", "edits / d_k", "Efficacy (mean over seeds)", "ranking where the 95% intervals separate",
+                     "RLSEdit - MEMIT, paired", "RLSEdit - AlphaEdit, paired"], rows)
+
+
 def _register() -> None:
     data = DOCS / DATA
     for path in sorted(data.glob("tuning_*.json")) if data.is_dir() else []:
@@ -129,7 +201,7 @@ def _register() -> None:
         builder(f"edit_tuning_editors_{regime}")(lambda r=regime: tuning_editors(r))
     for path in sorted(data.glob("*.json")) if data.is_dir() else []:
         name = path.stem
-        if name.startswith("tuning_"):
+        if name.startswith("tuning_") or name in ("models", "writes"):
             continue
         builder(f"edit_{name}_main")(lambda n=name: main_table(n))
         builder(f"edit_{name}_retention")(lambda n=name: retention(n))

@@ -59,11 +59,12 @@ def test_tune_runs_both_stages_on_the_tuning_split_and_records_the_selection(tin
         s = read_run(root / "tune" / "editors" / "point-0" / editor / "seed-100")
         assert s["n_edits"] == TINY.n_edits
         assert s["config"]["editing"]["values"]["steps"] == next(c["steps"] for c in VALUES if c["name"] == chosen)
-    # AlphaEdit's threshold is the rule applied to the model's measured spectrum (its quarter-quantile)
+    # AlphaEdit's threshold is the rule applied to the model's measured spectrum (grid point 0: q = 0.75)
+    assert GRIDS["alphaedit"][0]["q"] == 0.75
     s = read_run(root / "tune" / "editors" / "point-0" / "alphaedit" / "seed-100")
     quartiles = record["model_facts"]["quartiles"]
     assert quartiles == sorted(quartiles) and record["model_facts"]["d_k"] == TINY.d_ff
-    assert s["config"]["editing"]["editor_options"]["threshold"] == pytest.approx(quartiles[0], rel=1e-12)
+    assert s["config"]["editing"]["editor_options"]["threshold"] == pytest.approx(quartiles[2], rel=1e-5)
     # rlsedit's anchor: r * the stream's length, also in stage 1's one-batch runs
     s = read_run(root / "tune" / "values" / "a" / "rlsedit" / "seed-100")
     assert s["config"]["editing"]["n_w"] == pytest.approx(GRIDS["rlsedit"][1]["r"] * TINY.n_edits)
@@ -123,3 +124,20 @@ def test_compare_in_zsre_form_scores_token_accuracy(tiny_protocol):
                .read_text().splitlines()]
     assert len(records) == TINY.n_edits and s["efficacy"] == pytest.approx(
         100 * sum(r["efficacy"] for r in records) / len(records))
+
+
+def test_compare_can_apply_another_regimes_settings_unchanged(tiny_protocol):
+    root, cache, mp = tiny_protocol
+    chosen = tuning.selection(json.loads((root / "tune" / "tuning.json").read_text()))
+    other = {**chosen, "rlsedit": {"r": 0.5, "lam": 0.25}}
+    mp.setitem(tuning.REGIMES, "tiny2", TINY)
+    mp.setitem(tuning.TUNED, "tiny2", other)
+    mp.setitem(tuning.TUNED, "tiny", chosen)
+    out = root / "rules"
+    assert main(["compare", "--regime", "tiny", "--settings-from", "tiny2", "--editors", "rlsedit", "--seeds", "0,1",
+                 "--out", str(out), "--cache", cache]) == 0
+    s = read_run(out / "seed-1" / "rlsedit")
+    assert s["config"]["editing"]["n_w"] == pytest.approx(0.5 * TINY.n_edits)  # tiny2's r, tiny's stream
+    assert s["config"]["editing"]["editor_options"]["lam"] == 0.25
+    assert json.loads((out / "aggregate.json").read_text())["settings_from"] == "tiny2"
+    assert "settings chosen on the tuning split for regime tiny2" in (out / "table.md").read_text()
