@@ -136,6 +136,24 @@ def regimes() -> str:
                     rows)
 
 
+@builder("edit_grids")
+def grids() -> str:
+    """Each editor's stage-2 grid, the points the edge rule adds, and AlphaEdit's replaced grid."""
+    from llm_experiments.tuning import EDITOR_GRIDS, REFERENCE, SUPERSEDED_GRIDS, extension
+
+    rows = []
+    for editor in EDITORS:
+        grid = EDITOR_GRIDS[editor]
+        points = "; ".join(_knobs(editor, k, None) for k in grid)
+        beyond = "; ".join(f"{_knobs(editor, k, None)} -> {_knobs(editor, e, None)}"
+                           for k in grid if (e := extension(editor, k)) is not None)
+        old = SUPERSEDED_GRIDS.get(editor)
+        rows.append([editor, points, beyond, _knobs(editor, REFERENCE[editor], None),
+                     "; ".join(_knobs(editor, k, None) for k in old) if old else "-"])
+    return markdown(["editor", "grid (four points)", "edge rule: chosen point -> the point beyond",
+                     "stage 1's reference", "replaced grid"], rows)
+
+
 @builder("edit_models")
 def models() -> str:
     """The tiny models of each regime (their tiny_model.json): size, accuracy, training time."""
