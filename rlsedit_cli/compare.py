@@ -44,16 +44,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model size and stream: " + "; ".join(f"{r.name}: {r.description}" for r in REGIMES.values()))
     p.add_argument("--editors", default="rlsedit,memit,alphaedit",
                    help="comma-separated editors (rlsedit, memit, alphaedit, rome, ft)")
-    p.add_argument("--seeds", type=_ints, default=None,
+    p.add_argument("--seeds", type=_ints, default=argparse.SUPPRESS,
                    help="edit seeds (stream order and counterfactual targets) on the reported world; never the "
                         f"tuning split's (default: the regime's; {', '.join(str(s) for s in REPORT_EDIT_SEEDS)} "
                         "for matched and crowded, 0-4 for the demo)")
-    p.add_argument("--settings-from", choices=sorted(REGIMES), default=None, metavar="REGIME",
+    p.add_argument("--settings-from", choices=sorted(REGIMES), default=argparse.SUPPRESS, metavar="REGIME",
                    help="use the settings tuned for another regime, its rules applied unchanged to this one's model "
                         "and stream (default: this regime's own)")
     p.add_argument("--zsre", action="store_true",
                    help="the same edits in ZsRE form (questions; ZsRE's token-accuracy metrics)")
-    p.add_argument("--generation-every", type=int, default=None, metavar="K",
+    p.add_argument("--generation-every", type=int, default=argparse.SUPPRESS, metavar="K",
                    help="Fluency and Consistency on every K-th edit (0: none; default: the regime's)")
     p.add_argument("--out", required=True, help="comparison folder (finished runs in it are reused)")
     p.add_argument("--cache", default=DEFAULT_CACHE_DIR, help="cache directory for tiny models and statistics")
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     regime = REGIMES[args.regime]
-    if args.seeds is None:
+    if getattr(args, "seeds", None) is None:
         args.seeds = regime.report_seeds
     editors = [x.strip() for x in args.editors.split(",") if x.strip()]
     if not editors or any(e not in EDITOR_NAMES for e in editors) or len(set(editors)) != len(editors):
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     leaked = sorted(set(args.seeds) & set(TUNING_EDIT_SEEDS))
     if leaked:
         raise SystemExit(f"rlsedit compare: --seeds {leaked} belong to the tuning split; report other seeds")
-    source = args.settings_from or regime.name
+    source = getattr(args, "settings_from", None) or regime.name
     try:
         settings = settings_for(source)
     except TuningError as exc:
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     missing = [e for e in editors if e not in settings]
     if missing:
         raise SystemExit(f"rlsedit compare: no tuned settings for {missing} in regime {source}")
-    generation = regime.generation_every if args.generation_every is None else args.generation_every
+    generation = getattr(args, "generation_every", regime.generation_every)
     order = sorted(editors, key=lambda e: needs_facts(e, settings[e]))  # rules read the statistics of earlier runs
     root = Path(args.out)
     dirs = {}
