@@ -4,7 +4,8 @@ The requests file is a JSON list of objects with :class:`EditRequest`'s fields (
 ``prompt`` with one ``{}``, ``subject``, ``target_new``, optional ``target_true``, prompt lists, ...).
 The configuration is ``--config`` (an :class:`EditingConfig` JSON) or ``--preset`` with
 ``--editor``; ``--layers`` and ``--batch-size`` override either. Statistics, when the editor needs
-them, are read from ``--stats-dir`` (written by ``rlsedit llm-stats``). Results in ``--out``:
+them, are read from ``--stats-dir`` (written by ``rlsedit llm-stats``; found by the model's weights,
+wherever it was saved). Results in ``--out``:
 ``config.json`` (the resolved configuration), ``metrics.jsonl`` (one line per batch),
 ``summary.json``, and ``checkpoints/`` (``--resume`` continues from there). No evaluation is run
 here; the metrics are the editing step's own (target NLL, residuals, time).
@@ -111,7 +112,11 @@ def _config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from llm_experiments.edit.session import EditingSession
-    from llm_experiments.edit.statistics import load_second_moments
+    from llm_experiments.edit.statistics import (
+        StatsCacheMissError,
+        StatsFormatError,
+        load_second_moments,
+    )
     from llm_experiments.model.loading import ModelPathError, load_model
 
     if args.checkpoint_every < 1:
@@ -134,7 +139,11 @@ def run(args: argparse.Namespace) -> int:
         if config.needs_statistics:
             if args.stats_dir is None:
                 raise SystemExit(f"rlsedit llm-edit: editor {config.editor!r} needs E[kk^T]: give --stats-dir")
-            moments = load_second_moments(model, config.layers, args.stats_dir)
+            try:
+                moments = load_second_moments(model, config.layers, args.stats_dir)
+            except (StatsCacheMissError, StatsFormatError) as exc:
+                raise SystemExit(f"rlsedit llm-edit: --stats-dir: {exc} (`rlsedit llm-stats --model "
+                                 f"{args.model} --cache-dir DIR ...` writes them; give that DIR)") from exc
         session = EditingSession(model, tokenizer, config, second_moments=moments)
     run_args = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     (out / "config.json").write_text(json.dumps({"editing": config.to_dict(), "command": run_args}, indent=1))

@@ -42,17 +42,59 @@ def test_llm_stats_computes_then_reuses_then_refuses(checkpoint, tmp_path, capsy
     from rlsedit_cli import main
 
     path, corpus = checkpoint
-    args = ["llm-stats", "--model", str(path), "--layers", "0,2", "--cache-dir", str(tmp_path / "stats"),
+    stats = tmp_path / "stats"
+    args = ["llm-stats", "--model", str(path), "--layers", "0,2", "--cache-dir", str(stats),
             "--corpus", str(corpus), "--corpus-id", "tiny", "--max-tokens", "30", "--no-progress"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.count(" computed") == 2 and "   30 " in out
     assert main(args) == 0
     assert capsys.readouterr().out.count("cache (computed)") == 2
-    from llm_experiments.edit.statistics import StatsCacheMismatchError
+    # another token count is another statistic, kept beside the first (the cache is keyed by content)
+    assert main([*args[:-3], "--max-tokens", "31", "--no-progress"]) == 0
+    assert capsys.readouterr().out.count(" computed") == 2
+    assert len(list(stats.glob("*.safetensors"))) == 4
+    # a damaged cache file: one line naming the file and the option that fixes it, no traceback
+    for f in stats.glob("*.safetensors"):
+        f.write_bytes(b"damaged")
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    message = str(info.value)
+    assert "\n" not in message and "--overwrite" in message and str(stats) in message
+    assert main([*args, "--overwrite"]) == 0
+    assert capsys.readouterr().out.count(" computed") == 2
 
-    with pytest.raises(StatsCacheMismatchError, match="max_tokens"):
-        main([*args[:-3], "--max-tokens", "31", "--no-progress"])
+
+def test_llm_edit_reads_the_statistics_of_its_model_or_names_the_option(checkpoint, tmp_path):
+    """llm-edit --stats-dir finds the model's statistics by its weights (the checkpoint moved
+    elsewhere still finds them); none, or two candidates, end in one line naming --stats-dir."""
+    import json
+    import shutil
+
+    from rlsedit_cli import main
+
+    path, corpus = checkpoint
+    stats = tmp_path / "stats"
+    requests = tmp_path / "requests.json"
+    requests.write_text(json.dumps([{"case_id": 0, "prompt": "The mother tongue of {} is",
+                                     "subject": "Danielle Darrieux", "target_new": " English"}]))
+    config = tmp_path / "editing.json"
+    config.write_text(json.dumps({"editor": "rlsedit", "layers": [1], "batch_size": 1, "context_templates": ["{}"],
+                                  "editor_options": {"lam": 0.01, "mu": 1.0}, "values": {"steps": 2}}))
+    moved = shutil.copytree(path, tmp_path / "elsewhere" / "model")
+    edit = ["llm-edit", "--model", str(moved), "--requests", str(requests), "--config", str(config),
+            "--stats-dir", str(stats)]
+    with pytest.raises(SystemExit) as info:
+        main([*edit, "--out", str(tmp_path / "none")])
+    assert "\n" not in str(info.value) and "--stats-dir" in str(info.value) and "no statistics of layer 1" \
+        in str(info.value)
+    base = ["llm-stats", "--model", str(path), "--layers", "1", "--cache-dir", str(stats), "--corpus", str(corpus),
+            "--no-progress"]
+    assert main([*base, "--max-tokens", "30"]) == 0
+    assert main([*edit, "--out", str(tmp_path / "one")]) == 0
+    assert main([*base, "--max-tokens", "31"]) == 0
+    with pytest.raises(SystemExit, match=r"--stats-dir: .*2 statistics of layer 1 .*keep one"):
+        main([*edit, "--out", str(tmp_path / "two")])
 
 
 def test_llm_stats_imports_a_memit_npz(checkpoint, tmp_path, capsys):
