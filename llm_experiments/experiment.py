@@ -359,8 +359,8 @@ def read_inputs(config: EditRunConfig) -> RunInputs:
                 raise _bad("tfidf", config.tfidf, str(exc)) from exc
         elif wants and docs:
             tfidf = TfidfStats.fit(docs)
-        if wants and tfidf is None:
-            raise _bad("generation", True, f"{config.data} has no reference texts for Consistency")
+        # without reference texts (a CounterFact file without --snippets, MQuAKE, ...) Fluency is still
+        # measured and Consistency is reported absent with the reason (summary.json's "absent")
     texts = None if config.stats_corpus is None else _read_corpus(config.stats_corpus)
     if config.model not in TINY_MODELS:
         try:
@@ -438,7 +438,12 @@ def run_edit(config: EditRunConfig, out_dir: str | Path, *, progress: bool = Tru
     from tqdm.auto import tqdm
 
     from llm_experiments.edit.session import EditingSession
-    from llm_experiments.edit.statistics import TextCorpus, get_second_moments
+    from llm_experiments.edit.statistics import (
+        StatsCacheMismatchError,
+        StatsFormatError,
+        TextCorpus,
+        get_second_moments,
+    )
     from llm_experiments.evaluate.protocols import EvaluationConfig, StreamConfig, StreamRecorder, evaluate_after_stream
 
     out = Path(out_dir)
@@ -463,9 +468,14 @@ def run_edit(config: EditRunConfig, out_dir: str | Path, *, progress: bool = Tru
     if editing.needs_statistics:
         corpus_id = "world training texts" if config.stats_corpus is None else Path(config.stats_corpus).name
         corpus = TextCorpus(texts=target.corpus_texts, corpus_id=corpus_id)
-        stats_dir = Path(config.cache_dir).expanduser() / "stats" / Path(target.resolved["model_path"]).name
-        moments = get_second_moments(target.model, target.tokenizer, config.layers, corpus, stats_dir,
-                                     max_tokens=config.stats_tokens, progress=progress)
+        # keyed by content (weights fingerprint, layer, corpus, tokens): one folder for every model
+        stats_dir = Path(config.cache_dir).expanduser() / "stats"
+        try:
+            moments = get_second_moments(target.model, target.tokenizer, config.layers, corpus, stats_dir,
+                                         max_tokens=config.stats_tokens, progress=progress)
+        except (StatsCacheMismatchError, StatsFormatError, OSError) as exc:
+            raise _bad("cache_dir", config.cache_dir, f"the statistics cache cannot be used ({exc}); delete the "
+                       "file named, or give another --cache") from exc
     t_stats = time.perf_counter()
 
     evaluation = EvaluationConfig(dataset=config.dataset, generation=config.generation,
@@ -522,6 +532,7 @@ def run_edit(config: EditRunConfig, out_dir: str | Path, *, progress: bool = Tru
         "n_edits": len(target.requests),
         "batch_size": config.batch_size,
         **_percent(after["edited"]),
+        "absent": after["absent"],
         "after_stream": after["edited"],
         "capability": {"before": capability_before, "after": after["capability"]},
         "config": {"run": config.to_dict(), "editing": editing.to_dict(), "resolved": target.resolved},
