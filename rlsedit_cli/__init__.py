@@ -90,7 +90,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rlsedit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", help=argparse.SUPPRESS)
     for name, c in commands.items():
-        p = sub.add_parser(name, description=c.help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(name, prog=f"rlsedit {name}", description=c.help,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         p.set_defaults(_module=c.module)
         if name == command:
             importlib.import_module(c.module).add_arguments(p)

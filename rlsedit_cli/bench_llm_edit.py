@@ -184,10 +184,7 @@ def run(args: argparse.Namespace) -> int:
     setup_s = time.perf_counter() - start
     with open(out / "metrics.jsonl", "w") as fh:
         for report in session.run(requests):
-            row = {"batch": report.index, "position": report.position, "seconds": round(report.seconds, 3),
-                   "target_nll_before": report.target_nll_before, "target_nll_after_delta": report.target_nll_after,
-                   "layers": [vars(layer) for layer in report.layers]}
-            fh.write(json.dumps(row) + "\n")
+            fh.write(json.dumps(report.to_row()) + "\n")
             print(f"batch {report.index}: {report.position} edits, {report.seconds:.2f} s")
     stream_s = sum(json.loads(line)["seconds"] for line in (out / "metrics.jsonl").read_text().splitlines())
     summary = {"arch": args.arch, "num_layers": model_config.num_hidden_layers,

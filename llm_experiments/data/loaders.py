@@ -465,7 +465,7 @@ _READERS: dict[str, Callable[[_Record, _Reading], list[dict]]] = {
 }
 
 
-def load_requests(
+def load_benchmark(
     path: str | Path,
     *,
     suite: str = "counterfact",
@@ -537,7 +537,7 @@ def load_counterfact(
     format: str = "auto",
 ) -> list[EditRequest]:
     """Requests for the CounterFact suite: ``counterfact.json`` / ``multi_counterfact.json``, or any
-    other format whose records give the answer each edit replaces (:func:`load_requests`).
+    other format whose records give the answer each edit replaces (:func:`load_benchmark`).
 
     Args:
         path: the JSON file.
@@ -546,14 +546,14 @@ def load_counterfact(
         limit: keep the first ``limit`` requests (all records are still validated).
         format: one of :data:`FORMATS`, or ``"auto"``.
     """
-    return load_requests(path, suite="counterfact", format=format, snippets=snippets, limit=limit)
+    return load_benchmark(path, suite="counterfact", format=format, snippets=snippets, limit=limit)
 
 
 def load_zsre(
     path: str | Path, *, target: str = "answers", limit: int | None = None, format: str = "auto",
 ) -> list[EditRequest]:
     """Requests for the ZsRE suite: ``zsre_mend_eval.json`` / ``zsre_mend_train.json`` read as
-    MEMIT/AlphaEdit do, or any other format (:func:`load_requests`).
+    MEMIT/AlphaEdit do, or any other format (:func:`load_benchmark`).
 
     Args:
         path: the JSON file.
@@ -564,4 +564,30 @@ def load_zsre(
     """
     if target not in ("answers", "alt"):
         raise DataError(f"target must be 'answers' or 'alt', got {target!r}")
-    return load_requests(path, suite="zsre", format=format, target=target, limit=limit)
+    return load_benchmark(path, suite="zsre", format=format, target=target, limit=limit)
+
+
+def load_requests(path: str | Path, *, limit: int | None = None) -> list[EditRequest]:
+    """A JSON list of objects with :class:`EditRequest`'s fields (``case_id``, ``prompt`` with one
+    ``{}``, ``subject``, ``target_new``, optional ``target_true``, prompt lists, ...): the plain
+    request stream of ``rlsedit edit --dataset requests``. An unknown field is refused by name; every
+    record is validated, then the first ``limit`` are kept."""
+    import dataclasses
+
+    _check_limit(limit)
+    path = Path(path)
+    data = _read_json(path, list)
+    fields = {f.name for f in dataclasses.fields(EditRequest)}
+    out = []
+    for i, raw in enumerate(data):
+        where = f"{path.name}: request {i}"
+        if not isinstance(raw, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+        unknown = sorted(set(raw) - fields)
+        if unknown:
+            raise DataError(f"{where} has unknown fields {unknown}; EditRequest's fields: {sorted(fields)}")
+        try:
+            out.append(EditRequest(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}))
+        except (RequestError, TypeError) as exc:
+            raise DataError(f"{where}: {exc}") from exc
+    return out if limit is None else out[:limit]

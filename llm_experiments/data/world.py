@@ -35,18 +35,18 @@ import hashlib
 import json
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from llm_experiments.configs import config_from_dict
 from llm_experiments.data.requests import EditRequest
+from rlsedit.config import NON_NEGATIVE_INT, POSITIVE_INT, Config, ConfigError
 
 # Bumped whenever the generator's output for a given config changes (wordings, sampling order):
 # caches of models trained on a world record it, so a model is never reused with another world.
 WORLD_VERSION = 2
 
 
-class WorldConfigError(ValueError):
+class WorldConfigError(ConfigError):
     """A world configuration that cannot produce a world (the message names the field)."""
 
 
@@ -108,7 +108,7 @@ _SYLLABLES = tuple(c + v for c in "bdfgklmnprstvz" for v in "aeiou")
 
 
 @dataclass(frozen=True)
-class WorldConfig:
+class WorldConfig(Config):
     """Sizes and seed of a fact world. Defaults: the 300-person pilot of TINY-MODELS.md.
 
     Attributes:
@@ -130,41 +130,31 @@ class WorldConfig:
     question_fraction: float = 0.25
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        def bad(name: str, why: str) -> WorldConfigError:
-            return WorldConfigError(f"WorldConfig.{name}={getattr(self, name)!r}: {why}")
+    error = WorldConfigError
 
-        for name in ("n_people", "n_relations", "pool_size", "renderings", "heldout_wordings", "seed"):
-            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
-                raise bad(name, "must be an integer")
+    def validate(self) -> None:
+        self.require(("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+                     "n_people", "n_relations", "pool_size", "renderings", "heldout_wordings", "seed")
         if self.n_people < 4:
-            raise bad("n_people", "must be >= 4 (neighbourhood prompts need other people)")
+            raise self.bad("n_people", "must be >= 4 (neighbourhood prompts need other people)")
         if not 1 <= self.n_relations <= len(RELATION_SPECS):
-            raise bad("n_relations", f"must be between 1 and {len(RELATION_SPECS)}")
+            raise self.bad("n_relations", f"must be between 1 and {len(RELATION_SPECS)}")
         if self.pool_size < 2:
-            raise bad("pool_size", "must be >= 2 (an edit needs an object other than the true one)")
-        if self.renderings < 1:
-            raise bad("renderings", "must be >= 1")
+            raise self.bad("pool_size", "must be >= 2 (an edit needs an object other than the true one)")
+        self.require(POSITIVE_INT, "renderings")
         n_wordings = len(RELATION_SPECS[0].wordings)
         if not 1 <= self.heldout_wordings <= n_wordings - 1:
-            raise bad("heldout_wordings", f"must be between 1 and {n_wordings - 1} (at least one wording is trained)")
+            raise self.bad("heldout_wordings",
+                           f"must be between 1 and {n_wordings - 1} (at least one wording is trained)")
         if isinstance(self.question_fraction, bool) or not isinstance(self.question_fraction, int | float):
-            raise bad("question_fraction", "must be a number")
+            raise self.bad("question_fraction", "must be a number")
         if not 0.0 < self.question_fraction < 1.0:
-            raise bad("question_fraction", "must be strictly between 0 and 1 (some trained, some held out)")
-        if self.seed < 0:
-            raise bad("seed", "must be >= 0")
+            raise self.bad("question_fraction", "must be strictly between 0 and 1 (some trained, some held out)")
+        self.require(NON_NEGATIVE_INT, "seed")
 
     @property
     def n_facts(self) -> int:
         return self.n_people * self.n_relations
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> WorldConfig:
-        return config_from_dict(cls, data, WorldConfigError)
 
     def digest(self) -> str:
         """A short hash of the config (worlds are fully determined by it)."""

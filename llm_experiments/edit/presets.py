@@ -1,4 +1,4 @@
-"""Editing configurations with the published settings (PAPER.md section 6).
+"""Editing configurations: the published settings (docs/method.md section 6), and the tiny models'.
 
 ==============  ===============  ==========================================================
 model           edited layers    source
@@ -19,6 +19,13 @@ the subject's last token. Steps, lr and clamp are those PAPER.md gives for the a
 weight decay and KL factor come from AlphaEdit's Llama3-8B.json (RLSEdit's own were not available). For
 Qwen2.5-7B no separate value settings were available; Llama's are used. ROME and FT have no
 published setting for this protocol here, so :func:`preset` refuses them rather than invent one.
+
+``preset("tiny", editor)`` is the default of ``rlsedit edit`` on the tiny fact models (every editor,
+:data:`TINY_EDITOR_OPTIONS`): one edited layer (0, where the tiny models keep their facts) at the
+subject's last token, the bare prompt as the only context (a word-level tokenizer knows no English
+prefix), batches of 50, anchor ``mu * n_w * E[kk^T]`` with ``mu * n_w = 10``, target deltas up to
+1.5 x the hidden state's norm after 60 Adam steps at lr 0.3, no decay on them (docs/edit-benchmark.md
+says how these were chosen).
 """
 
 from __future__ import annotations
@@ -40,6 +47,15 @@ EDITOR_OPTIONS: dict[str, dict] = {
 N_W = 15000.0
 BATCH_SIZE = 100
 
+TINY_EDITOR_OPTIONS: dict[str, dict] = {
+    "rlsedit": {"lam": 1e-3, "mu": 1.0},
+    "memit": {"lam": 1e-3, "mu": 1.0},
+    "rome": {"lam": 1e-3, "mu": 1.0},
+    "alphaedit": {"l2": 10.0, "threshold": 0.1},
+    "ft": {"steps": 25, "lr": 1.0, "norm_bound": None},
+}
+TINY_VALUES = ValueConfig(steps=60, lr=0.3, kl_factor=0.0625, clamp_factor=1.5, weight_decay=0.0)
+
 # The architectures' shapes, from the models' published config.json files: what `rlsedit bench-llm-edit
 # --arch` builds with random weights where no checkpoint is at hand (the edited down_proj is
 # intermediate_size x hidden_size, d_k x d_v).
@@ -55,11 +71,21 @@ ARCHITECTURES: dict[str, dict] = {
 }
 
 
+PRESETS = ("tiny", *MODEL_LAYERS)
+
+
 def preset(model: str, editor: str = "rlsedit", **changes) -> EditingConfig:
-    """The published configuration for ``model`` ("llama3-8b", "qwen2.5-7b") and ``editor``.
+    """The configuration for ``model`` ("tiny", "llama3-8b", "qwen2.5-7b") and ``editor``.
 
     ``changes`` override fields of the result (e.g. ``batch_size=10``), validated as usual.
     """
+    if model == "tiny":
+        if editor not in TINY_EDITOR_OPTIONS:
+            raise ValueError(f"unknown editor {editor!r}; the tiny preset has {sorted(TINY_EDITOR_OPTIONS)}")
+        config = EditingConfig(editor=editor, layers=(0,), batch_size=50, fact_token="subject_last",
+                               context_templates=("{}",), values=TINY_VALUES,
+                               editor_options=TINY_EDITOR_OPTIONS[editor], n_w=10.0, solver_dtype="float64")
+        return config.replace(**changes) if changes else config
     if model not in MODEL_LAYERS:
         raise ValueError(f"no preset for model {model!r}; presets: {sorted(MODEL_LAYERS)}")
     if editor not in EDITOR_OPTIONS:

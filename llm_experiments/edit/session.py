@@ -39,19 +39,16 @@ from torch import nn
 import rlsedit
 from llm_experiments.data.requests import EditRequest
 from llm_experiments.edit.keys import DEFAULT_CONTEXT_TEMPLATES, check_templates, compute_keys
-from llm_experiments.edit.statistics import (
-    SecondMoment,
-    atomic_write_bytes,
-    fsync_dir,
-    load_tensors,
-    save_tensors_atomic,
-)
+from llm_experiments.edit.statistics import SecondMoment
 from llm_experiments.edit.values import ValueConfig, hidden_at_fact, optimize_targets, spread_residual
 from llm_experiments.model.loading import weights_fingerprint
 from llm_experiments.model.sites import read_weight, restore_weights, site_for, snapshot_weights, write_weight
 from llm_experiments.model.tokens import FACT_TOKENS, PromptError, encode_prompt, encode_target
+from rlsedit.checkpoint import atomic_write, load_checkpoint, save_editor
+from rlsedit.config import POSITIVE, POSITIVE_INT, Config, increasing, one_of
+from rlsedit.errors import CheckpointError
 
-CHECKPOINT_FORMAT = "rlsedit-stream-v1"
+CHECKPOINT_FORMAT = "rlsedit-stream-v2"
 _SESSION_SET = ("W0", "anchor_gram", "anchor_keys", "anchor_values", "anchor_cross", "dtype")
 _TAKES_ANCHOR = ("rlsedit", "memit", "rome", "alphaedit")
 
@@ -60,17 +57,13 @@ class SessionError(RuntimeError):
     """The session cannot do what was asked (closed, wrong model, missing statistics, ...)."""
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that does not fit this model or configuration (names the mismatch)."""
-
-
 def _editor_options(name: str) -> set[str]:
     params = inspect.signature(rlsedit.EDITORS[name].__init__).parameters
     return {p for p in params if p != "self"} - set(_SESSION_SET)
 
 
 @dataclass(frozen=True)
-class EditingConfig:
+class EditingConfig(Config):
     """Everything that determines an editing stream (validated on construction).
 
     Attributes:
@@ -96,32 +89,21 @@ class EditingConfig:
     n_w: float = 15000.0
     solver_dtype: str = "float64"
 
-    def __post_init__(self) -> None:
-        if self.editor not in rlsedit.EDITORS:
-            raise ValueError(f"editor must be one of {sorted(rlsedit.EDITORS)}, got {self.editor!r}")
-        layers = tuple(self.layers)
-        if (not layers or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in layers)
-                or list(layers) != sorted(set(layers))):
-            raise ValueError(f"layers must be non-negative ints in strictly increasing order, got {self.layers!r}")
-        object.__setattr__(self, "layers", layers)
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
-        if self.fact_token not in FACT_TOKENS:
-            raise ValueError(f"fact_token must be one of {FACT_TOKENS}, got {self.fact_token!r}")
+    def validate(self) -> None:
+        self.require(one_of(sorted(rlsedit.EDITORS)), "editor")
+        self.require(increasing(0), "layers")
+        self.require(POSITIVE_INT, "batch_size")
+        self.require(one_of(FACT_TOKENS), "fact_token")
         object.__setattr__(self, "context_templates", check_templates(self.context_templates))
-        if isinstance(self.values, Mapping):
-            object.__setattr__(self, "values", ValueConfig.from_dict(dict(self.values)))
         if not isinstance(self.values, ValueConfig):
-            raise TypeError(f"values must be a ValueConfig, got {type(self.values).__name__}")
+            raise self.bad("values", "must be a ValueConfig")
         unknown = set(self.editor_options) - _editor_options(self.editor)
         if unknown:
-            raise ValueError(f"editor {self.editor!r} takes no option(s) {sorted(unknown)}; it takes "
-                             f"{sorted(_editor_options(self.editor))}")
+            raise self.bad("editor_options", f"takes no option(s) {sorted(unknown)} for editor {self.editor!r} "
+                           f"(it takes {sorted(_editor_options(self.editor))})")
         object.__setattr__(self, "editor_options", MappingProxyType(dict(self.editor_options)))
-        if not isinstance(self.n_w, int | float) or not self.n_w > 0:
-            raise ValueError(f"n_w must be > 0, got {self.n_w!r}")
-        if self.solver_dtype not in ("float64", "float32"):
-            raise ValueError(f"solver_dtype must be 'float64' or 'float32', got {self.solver_dtype!r}")
+        self.require(POSITIVE, "n_w")
+        self.require(one_of(("float64", "float32")), "solver_dtype")
 
     @property
     def needs_statistics(self) -> bool:
@@ -129,35 +111,6 @@ class EditingConfig:
         if self.editor == "alphaedit":
             return True
         return self.editor in _TAKES_ANCHOR and float(self.editor_options.get("mu", 0.0)) > 0
-
-    def replace(self, **changes: Any) -> EditingConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "editor": self.editor, "layers": list(self.layers), "batch_size": self.batch_size,
-            "fact_token": self.fact_token, "context_templates": list(self.context_templates),
-            "values": self.values.to_dict(), "editor_options": dict(self.editor_options), "n_w": self.n_w,
-            "solver_dtype": self.solver_dtype,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> EditingConfig:
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown EditingConfig fields {sorted(unknown)}")
-        d = dict(d)
-        for name in ("layers", "context_templates"):
-            if name in d:
-                d[name] = tuple(d[name])
-        if "values" in d:
-            d["values"] = ValueConfig.from_dict(d["values"])
-        return cls(**d)
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> EditingConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
 
 @dataclass(frozen=True)
 class LayerReport:
@@ -178,6 +131,13 @@ class BatchReport:
     target_nll_after: float
     layers: tuple[LayerReport, ...]
     seconds: float
+
+    def to_row(self) -> dict:
+        """The batch as one line of a run's ``metrics.jsonl`` (the one row schema of every edit run)."""
+        return {"batch": self.index, "n_edits": self.position, "case_ids": list(self.case_ids),
+                "seconds": self.seconds, "target_nll_before": self.target_nll_before,
+                "target_nll_after": self.target_nll_after,
+                "layers": [dataclasses.asdict(layer) for layer in self.layers]}
 
 
 def _moment_tensor(m: SecondMoment | torch.Tensor) -> torch.Tensor:
@@ -352,11 +312,15 @@ class EditingSession:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self, directory: str | Path) -> Path:
-        """Write ``directory/step-<batches>/`` atomically and point ``directory/LATEST`` at it.
+        """Write ``directory/step-<batches>/`` and point ``directory/LATEST`` at it.
 
-        The step directory is assembled under a temporary name and renamed; each file inside is
-        fsynced; ``LATEST`` is replaced atomically last, so a crash leaves the previous checkpoint.
-        Older step directories are removed afterwards.
+        The step directory holds each layer's editor as an rlsedit checkpoint
+        (``editor-layer<L>.safetensors``, :func:`rlsedit.save_editor`: checksummed, with its W0 or
+        W0's fingerprint), ``stream.json`` (position, edited case ids, the original model's
+        fingerprint) and ``config.json``. The edited weights are not stored: they are the editors'
+        W, written back on resume. The directory is assembled under a temporary name and renamed;
+        ``LATEST`` is replaced atomically last, so a crash leaves the previous checkpoint. Older step
+        directories are removed afterwards.
         """
         self._check_open()
         directory = Path(directory)
@@ -366,34 +330,21 @@ class EditingSession:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        weights = self.edited_weights()
-        save_tensors_atomic(tmp / "weights.safetensors", {f"layer.{k}": v for k, v in weights.items()},
-                            {"format": CHECKPOINT_FORMAT})
         for layer, editor in self.editors.items():
-            state = editor.state_dict()
-            tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-            scalars = {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
-            # column-major buffers (the solver keeps C and W as transposed views) are stored transposed and
-            # restored as views again, so that a resumed stream rounds exactly as an uninterrupted one
-            transposed = [k for k, v in tensors.items()
-                          if v.dim() == 2 and not v.is_contiguous() and v.T.is_contiguous()]
-            tensors = {k: (v.T if k in transposed else v) for k, v in tensors.items()}
-            save_tensors_atomic(tmp / f"editor-layer{layer}.safetensors", tensors,
-                                {"format": CHECKPOINT_FORMAT, "scalars": json.dumps(scalars),
-                                 "transposed": json.dumps(transposed)})
+            save_editor(editor, tmp / f"editor-layer{layer}.safetensors",
+                        extra={"layer": layer, "position": self.position, "batches_done": self.batches_done})
         stream = {
             "format": CHECKPOINT_FORMAT, "position": self.position, "batches_done": self.batches_done,
             "edited_case_ids": self.edited_case_ids, "original_fingerprint": self.original_fingerprint,
             "model_type": self.site.model_type,
         }
-        atomic_write_bytes(tmp / "stream.json", json.dumps(stream, indent=1).encode())
-        atomic_write_bytes(tmp / "config.json", json.dumps(self.config.to_dict(), indent=1).encode())
+        atomic_write(tmp / "stream.json", json.dumps(stream, indent=1).encode())
+        atomic_write(tmp / "config.json", json.dumps(self.config.to_dict(), indent=1).encode())
         final = directory / name
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
-        fsync_dir(directory)
-        atomic_write_bytes(directory / "LATEST", name.encode())
+        atomic_write(directory / "LATEST", name.encode())  # fsyncs the directory: the rename above too
         for old in directory.glob("step-*"):
             if old.name != name and old.is_dir():
                 shutil.rmtree(old)
@@ -404,18 +355,23 @@ class EditingSession:
                config: EditingConfig | None = None) -> EditingSession:
         """Continue a stream from ``directory``'s latest checkpoint on the *unedited* ``model``.
 
-        The model's weights must be the ones the stream started from (checked by fingerprint);
-        ``config``, when given, must equal the checkpoint's. Editors are restored from their
-        states, so no statistics are needed.
+        The model's weights must be the ones the stream started from (checked by fingerprint, and
+        each editor's W0 against the layer); ``config``, when given, must equal the checkpoint's.
+        Editors are restored from their checkpoints, so no statistics are needed, and their W is
+        written into the model.
         """
         directory = Path(directory)
         latest = directory / "LATEST"
         if not latest.is_file():
             raise CheckpointError(f"{directory} holds no checkpoint (no LATEST file)")
         step = directory / latest.read_text().strip()
-        stream = json.loads((step / "stream.json").read_text())
+        try:
+            stream = json.loads((step / "stream.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{step}: stream.json cannot be read ({exc})") from exc
         if stream.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{step}: format {stream.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+            raise CheckpointError(f"{step}: format {stream.get('format')!r}, this rlsedit reads {CHECKPOINT_FORMAT!r} "
+                                  "(a stream checkpointed by an older version cannot be resumed; start it again)")
         saved_cfg = EditingConfig.from_json(step / "config.json")
         if config is not None and config != saved_cfg:
             diffs = [f.name for f in dataclasses.fields(EditingConfig)
@@ -425,16 +381,18 @@ class EditingSession:
         if fingerprint != stream["original_fingerprint"]:
             raise CheckpointError(f"{step}: the model is not the one the stream started from (weights "
                                   "fingerprint differs); resume on the unedited model")
+        site = site_for(model)
+        dtype = getattr(torch, saved_cfg.solver_dtype)
         states = {}
         for layer in saved_cfg.layers:
-            tensors, meta = load_tensors(step / f"editor-layer{layer}.safetensors")
-            device = site_for(model).parameter(model, layer).device
-            transposed = set(json.loads(meta.get("transposed", "[]")))
-            tensors = {k: (v.to(device).T if k in transposed else v.to(device)) for k, v in tensors.items()}
-            states[layer] = {**json.loads(meta["scalars"]), **tensors}
+            device = site.parameter(model, layer).device
+            W0 = read_weight(model, layer, site=site, dtype=dtype)
+            editor = load_checkpoint(step / f"editor-layer{layer}.safetensors", editor=saved_cfg.editor,
+                                     dtype=dtype, W0=W0, device=device).editor
+            states[layer] = editor.state_dict()
         session = cls(model, tokenizer, saved_cfg, _states=states)
-        weights, _ = load_tensors(step / "weights.safetensors")
-        restore_weights(model, {layer: weights[f"layer.{layer}"] for layer in saved_cfg.layers}, site=session.site)
+        for layer, editor in session.editors.items():
+            write_weight(model, layer, editor.W, site=session.site)
         session.position = int(stream["position"])
         session.batches_done = int(stream["batches_done"])
         session.edited_case_ids = [list(b) for b in stream["edited_case_ids"]]

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from llm_experiments.model.hooks import Capture
 from llm_experiments.model.loading import config_hash, input_device, model_name, model_revision, weights_fingerprint
 from llm_experiments.model.sites import EditSite, site_for
 from llm_experiments.model.tokens import pad_batch, pad_id
+from rlsedit.checkpoint import atomic_write
 
 STATS_FORMAT = "rlsedit-mom2-v1"
 
@@ -166,40 +166,12 @@ def legacy_cache_path(cache_dir: str | Path, site_path: str) -> Path:
     return Path(cache_dir) / f"{_site_name(site_path)}.safetensors"
 
 
-# -- atomic writes -------------------------------------------------------------------------------
-def fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file beside it, flush, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    fsync_dir(path.parent)
-
-
 def save_tensors_atomic(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """A safetensors file written with the project's one atomic write (:func:`rlsedit.atomic_write`)."""
     from safetensors.torch import save
 
-    atomic_write_bytes(path, save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
-                                  metadata=metadata))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata))
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -219,7 +191,7 @@ def save_moment(cache_dir: str | Path, key: dict[str, str], moment: SecondMoment
     path = cache_path(cache_dir, key)
     meta = {**key, "count": str(moment.count), "source": moment.source}
     save_tensors_atomic(path, {"mom2": moment.mom2}, meta)
-    atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True).encode())
+    atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True).encode())
     return path
 
 

@@ -19,7 +19,6 @@ and layer i is asked for (z - h_now) / (L - i): a share of what remains.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,10 +31,11 @@ from llm_experiments.model.hooks import AddToHidden, Capture, frozen_parameters
 from llm_experiments.model.loading import input_device
 from llm_experiments.model.sites import EditSite
 from llm_experiments.model.tokens import encode_prompt, encode_target, pad_batch, pad_id
+from rlsedit.config import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, Config
 
 
 @dataclass(frozen=True)
-class ValueConfig:
+class ValueConfig(Config):
     """Hyperparameters of the target-value optimisation (defaults: the authors' Llama-3-8B settings).
 
     Attributes:
@@ -60,31 +60,12 @@ class ValueConfig:
     stop_loss: float = 5e-2
     requests_per_pass: int = 16
 
-    def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
-            raise ValueError(f"steps must be an int >= 0, got {self.steps!r}")
-        if (isinstance(self.requests_per_pass, bool) or not isinstance(self.requests_per_pass, int)
-                or self.requests_per_pass < 1):
-            raise ValueError(f"requests_per_pass must be an int >= 1, got {self.requests_per_pass!r}")
-        for name in ("lr", "clamp_factor"):
-            v = getattr(self, name)
-            if not isinstance(v, int | float) or not v > 0:
-                raise ValueError(f"{name} must be > 0, got {v!r}")
-        for name in ("kl_factor", "weight_decay", "stop_loss"):
-            v = getattr(self, name)
-            if not isinstance(v, int | float) or not v >= 0:
-                raise ValueError(f"{name} must be >= 0, got {v!r}")
+    def validate(self) -> None:
+        self.require(NON_NEGATIVE_INT, "steps")
+        self.require(POSITIVE_INT, "requests_per_pass")
+        self.require(POSITIVE, "lr", "clamp_factor")
+        self.require(NON_NEGATIVE, "kl_factor", "weight_decay", "stop_loss")
         check_templates([self.kl_prompt], "kl_prompt")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ValueConfig:
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown ValueConfig fields {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass(frozen=True)

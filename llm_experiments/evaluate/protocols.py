@@ -24,7 +24,6 @@ reference texts, generation off, ...). Metric keys are those of
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,39 +39,17 @@ from llm_experiments.evaluate.metrics import (
     summarize,
     zsre_metrics,
 )
+from rlsedit.config import BOOLEAN, POSITIVE_INT, Config, ConfigError, increasing, one_of
 
 PROTOCOLS = ("after_stream", "along_stream")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(ConfigError):
     """A bad configuration or a checkpoint out of order; the recorder's state is left unchanged."""
 
 
-def _positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise EvaluationError(f"{name} must be a positive integer, got {value!r}")
-
-
-class _JsonConfig:
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise EvaluationError(f"{cls.__name__}: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**values)
-
-    @classmethod
-    def from_json(cls, path: str | Path):
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
-
 @dataclass(frozen=True)
-class EvaluationConfig(_JsonConfig):
+class EvaluationConfig(Config):
     """What is measured on each request.
 
     Attributes:
@@ -95,21 +72,19 @@ class EvaluationConfig(_JsonConfig):
     seed: int = 0
     generation_every: int = 1
 
-    def __post_init__(self) -> None:
-        if self.dataset not in METRIC_SUITES:
-            raise EvaluationError(f"dataset must be one of {sorted(METRIC_SUITES)}, got {self.dataset!r}")
-        for name in ("batch_size", "max_length", "top_k", "generation_every"):
-            _positive_int(name, getattr(self, name))
-        if not isinstance(self.generation, bool):
-            raise EvaluationError(f"generation must be true or false, got {self.generation!r}")
+    error = EvaluationError
+
+    def validate(self) -> None:
+        self.require(one_of(sorted(METRIC_SUITES)), "dataset")
+        self.require(POSITIVE_INT, "batch_size", "max_length", "top_k", "generation_every")
+        self.require(BOOLEAN, "generation")
         if self.generation and self.dataset != "counterfact":
-            raise EvaluationError("generation (Fluency, Consistency) is defined for CounterFact only")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise EvaluationError(f"seed must be an integer, got {self.seed!r}")
+            raise self.bad("generation", "(Fluency, Consistency) is defined for CounterFact only")
+        self.require(("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)), "seed")
 
 
 @dataclass(frozen=True)
-class StreamConfig(_JsonConfig):
+class AlongStreamConfig(Config):
     """Checkpoints of protocol ``along_stream``.
 
     Attributes:
@@ -129,21 +104,14 @@ class StreamConfig(_JsonConfig):
     evaluate_edited: bool = True
     edited_every: int = 1
 
-    def __post_init__(self) -> None:
-        _positive_int("edit_batch_size", self.edit_batch_size)
-        _positive_int("edited_every", self.edited_every)
-        _positive_int("checkpoint_every", self.checkpoint_every)
+    error = EvaluationError
+
+    def validate(self) -> None:
+        self.require(POSITIVE_INT, "edit_batch_size", "edited_every", "checkpoint_every")
         if self.checkpoint_every % self.edit_batch_size:
-            raise EvaluationError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of "
-                                  f"edit_batch_size ({self.edit_batch_size})")
-        if not isinstance(self.cohort_batches, tuple):
-            raise EvaluationError(f"cohort_batches must be a tuple, got {type(self.cohort_batches).__name__}")
-        for k in self.cohort_batches:
-            _positive_int("each of cohort_batches", k)
-        if list(self.cohort_batches) != sorted(set(self.cohort_batches)):
-            raise EvaluationError(f"cohort_batches must be strictly increasing, got {self.cohort_batches}")
-        if not isinstance(self.evaluate_edited, bool):
-            raise EvaluationError(f"evaluate_edited must be true or false, got {self.evaluate_edited!r}")
+            raise self.bad("checkpoint_every", f"must be a multiple of edit_batch_size ({self.edit_batch_size})")
+        self.require(increasing(1), "cohort_batches")
+        self.require(BOOLEAN, "evaluate_edited")
 
     def cohort_sizes(self) -> dict[str, int]:
         """``{"first_k_batches": number of edits}`` for each cohort."""
@@ -254,22 +222,42 @@ class StreamRecorder:
         out_dir: str | Path,
         requests: Sequence[EditRequest],
         config: EvaluationConfig,
-        stream: StreamConfig,
+        stream: AlongStreamConfig,
         *,
         tfidf: TfidfStats | None = None,
         capability: Mapping[str, Callable] | None = None,
         run_config: Mapping | None = None,
+        resume_at: int | None = None,
     ) -> None:
         _check_tfidf(requests, config, tfidf)
         self.requests = list(requests)
         self.config, self.stream, self.tfidf = config, stream, tfidf
         self.capability = dict(capability or {})
         self.history: list[dict] = []
+        header = {"protocol": "along_stream", "evaluation": config.to_dict(), "stream": stream.to_dict(),
+                  "n_requests": len(self.requests), "run": dict(run_config or {})}
+        if resume_at is not None and Path(out_dir).is_dir() and any(Path(out_dir).iterdir()):
+            self._resume(Path(out_dir), header, resume_at)
+            return
         self.out = _prepare_out_dir(out_dir)
-        _write_json(self.out / "config.json", {
-            "protocol": "along_stream", "evaluation": config.to_dict(), "stream": stream.to_dict(),
-            "n_requests": len(self.requests), "run": dict(run_config or {}),
-        })
+        _write_json(self.out / "config.json", header)
+
+    def _resume(self, out: Path, header: dict, n_edits: int) -> None:
+        """Continue the record in ``out`` of a stream resumed after ``n_edits`` edits: its
+        checkpoints up to ``n_edits`` are kept (those after it were made on edits that are redone)."""
+        try:
+            saved = json.loads((out / "config.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise EvaluationError(f"{out}: cannot resume its record, config.json unreadable ({exc})") from exc
+        if saved != json.loads(json.dumps(header, sort_keys=True)):
+            raise EvaluationError(f"{out}: the record there was made with another configuration")
+        path = out / "metrics.jsonl"
+        lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+        self.history = [line for line in lines if line["n_edits"] <= n_edits]
+        with path.open("w") as f:
+            for line in self.history:
+                f.write(json.dumps(line, sort_keys=True, allow_nan=False) + "\n")
+        self.out = out
 
     @property
     def last_n_edits(self) -> int | None:
@@ -337,7 +325,7 @@ def run_along_stream(
     requests: Sequence[EditRequest],
     apply_batch: Callable[[list[EditRequest]], object],
     config: EvaluationConfig,
-    stream: StreamConfig,
+    stream: AlongStreamConfig,
     out_dir: str | Path,
     *,
     tfidf: TfidfStats | None = None,
@@ -368,9 +356,9 @@ def run_along_stream(
 
 __all__ = [
     "PROTOCOLS",
+    "AlongStreamConfig",
     "EvaluationConfig",
     "EvaluationError",
-    "StreamConfig",
     "StreamRecorder",
     "absent",
     "counterfact_metrics",

@@ -21,12 +21,11 @@ import json
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from llm_experiments.configs import config_from_dict
 from llm_experiments.data.world import (
     WORLD_VERSION,
     World,
@@ -34,6 +33,7 @@ from llm_experiments.data.world import (
     WorldConfigError,
 )
 from llm_experiments.model.tokens import pad_batch
+from rlsedit.config import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, Config, ConfigError, between, one_of
 
 ARCHS = ("llama", "qwen2")
 METADATA_FILE = "tiny_model.json"
@@ -41,7 +41,7 @@ METRICS_FILE = "train_metrics.jsonl"
 WEIGHTS_FILE = "model.safetensors"
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(ConfigError):
     """A training configuration that cannot be used (the message names the field)."""
 
 
@@ -50,7 +50,7 @@ class CacheMismatchError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """Architecture and optimisation of a tiny model. Defaults: the recipe of the third pilot.
 
     Attributes:
@@ -77,36 +77,17 @@ class TrainConfig:
     epochs: float = 32.0
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        def bad(name: str, why: str) -> TrainConfigError:
-            return TrainConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: {why}")
+    error = TrainConfigError
 
-        if self.arch not in ARCHS:
-            raise bad("arch", f"must be one of {ARCHS}")
-        for name in ("hidden", "layers", "heads", "d_ff", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise bad(name, "must be a positive integer")
+    def validate(self) -> None:
+        self.require(one_of(ARCHS), "arch")
+        self.require(POSITIVE_INT, "hidden", "layers", "heads", "d_ff", "batch_size")
         if self.hidden % self.heads or (self.hidden // self.heads) % 2:
-            raise bad("heads", f"hidden={self.hidden} must split into heads of an even size (rotary embeddings)")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise bad("lr", "must be a positive finite number")
-        if not self.weight_decay >= 0:
-            raise bad("weight_decay", "must be >= 0")
-        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise bad("warmup_steps", "must be an integer >= 0")
-        if not 0.0 <= self.constant_fraction <= 1.0:
-            raise bad("constant_fraction", "must be between 0 and 1")
-        if not (self.epochs > 0 and math.isfinite(self.epochs)):
-            raise bad("epochs", "must be a positive finite number")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise bad("seed", "must be an integer >= 0")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        return config_from_dict(cls, data, TrainConfigError)
+            raise self.bad("heads", f"must split hidden={self.hidden} into heads of an even size (rotary embeddings)")
+        self.require(POSITIVE, "lr", "epochs")
+        self.require(NON_NEGATIVE, "weight_decay")
+        self.require(NON_NEGATIVE_INT, "warmup_steps", "seed")
+        self.require(between(0.0, 1.0), "constant_fraction")
 
     def steps_for(self, n_sequences: int) -> int:
         return max(1, math.ceil(self.epochs * n_sequences / self.batch_size))

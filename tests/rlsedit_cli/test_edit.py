@@ -8,7 +8,8 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from llm_experiments.experiment import TABLE_METRICS, EditRunConfig, EditRunError, run_edit, with_bos
+from llm_experiments.edit.presets import preset
+from llm_experiments.experiment import TABLE_METRICS, EditRunError, ExperimentConfig, run_edit, with_bos
 from llm_experiments.table import TableError, markdown_table, read_run
 from rlsedit_cli import build_parser, main
 from rlsedit_cli.edit import config_from_args
@@ -37,8 +38,8 @@ def test_every_editor_writes_a_summary_with_the_table_metrics(five_runs):
             assert 0.0 <= s[m] <= 100.0, (editor, m, s[m])
         # fluency is 100 x bits (the paper prints 615 for Llama-3-8B): positive, below 100 x log2(16 tokens)
         assert 0.0 < s["fluency"] <= 100 * 4.0
-        assert s["config"]["run"]["editor"] == editor
-        assert s["config"]["editing"]["editor_options"] == EditRunConfig(editor=editor).editor_options()
+        assert s["config"]["editing"]["editor"] == editor
+        assert s["config"]["editing"]["editor_options"] == dict(preset("tiny", editor).editor_options)
         # the percent figures are the after-stream protocol's means over the records it wrote
         records = [json.loads(x) for x in (five_runs / "runs" / editor / "after_stream" / "records.jsonl")
                    .read_text().splitlines()]
@@ -130,7 +131,7 @@ def test_edit_table_refuses_a_folder_without_results(tmp_path):
 
 
 def test_run_refuses_a_non_empty_folder(five_runs):
-    config = EditRunConfig(quick=True, n_edits=3, batch_size=3, cache_dir=str(five_runs / "cache"))
+    config = ExperimentConfig.from_options(quick=True, n_edits=3, batch_size=3, cache_dir=str(five_runs / "cache"))
     with pytest.raises(EditRunError, match="not empty"):
         run_edit(config, five_runs / "runs" / "rlsedit", progress=False)
 
@@ -158,7 +159,7 @@ def test_run_refuses_a_non_empty_folder(five_runs):
 ])
 def test_bad_configs_are_refused_with_the_option_named(changes, match):
     with pytest.raises(EditRunError, match=match):
-        EditRunConfig(**changes)
+        ExperimentConfig.from_options(**changes)
 
 
 def test_bad_command_line_values_exit_with_the_option_named(tmp_path):
@@ -172,21 +173,22 @@ def test_model_size_options_choose_the_training_config_and_the_cache_directory()
     from llm_experiments.experiment import tiny_model_dir
     from llm_experiments.tiny.training import TrainConfig
 
-    default = EditRunConfig()
+    default = ExperimentConfig.from_options()
     assert tiny_model_dir(default)[2] == TrainConfig()  # the defaults are TrainConfig's sizes
-    wide = EditRunConfig(hidden=256, d_ff=2048, people=2000)
+    wide = ExperimentConfig.from_options(hidden=256, d_ff=2048, people=2000)
     path, world, train = tiny_model_dir(wide)
     assert (train.hidden, train.d_ff, world.n_people) == (256, 2048, 2000)
-    assert path != tiny_model_dir(EditRunConfig(people=2000))[0]
+    assert path != tiny_model_dir(ExperimentConfig.from_options(people=2000))[0]
     args = build_parser("edit").parse_args(["edit", "--out", "x", "--hidden", "256", "--d-ff", "2048"])
-    assert (config_from_args(args, "rlsedit").hidden, config_from_args(args, "rlsedit").d_ff) == (256, 2048)
+    assert (config_from_args(args, "rlsedit").model.hidden, config_from_args(args, "rlsedit").model.d_ff) == (256, 2048)
 
 
 def test_config_round_trips_through_a_dict():
-    config = EditRunConfig(editor="alphaedit", layers=(0, 1), cohort_batches=(1, 2), n_edits=10, batch_size=5)
-    assert EditRunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    config = ExperimentConfig.from_options(editor="alphaedit", layers=(0, 1), cohort_batches=(1, 2), n_edits=10,
+                                           batch_size=5)
+    assert ExperimentConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(EditRunError, match="unknown"):
-        EditRunConfig.from_dict({"nope": 1})
+        ExperimentConfig.from_dict({"nope": 1})
 
 
 def test_with_bos_puts_bos_first_and_keeps_offsets():
@@ -236,8 +238,9 @@ def test_tfidf_statistics_are_read_from_a_folder_or_refused_by_name(tmp_path, mo
     corpus.write_text("John Brown speaks English.\n")
 
     def config(**kw):
-        return EditRunConfig(model=str(fixtures), data=str(fixtures / "counterfact.json"), stats_corpus=str(corpus),
-                             snippets=str(fixtures / "attribute_snippets.json"), n_edits=2, **kw)
+        return ExperimentConfig.from_options(model=str(fixtures), data=str(fixtures / "counterfact.json"),
+                                             stats_corpus=str(corpus), n_edits=2,
+                                             snippets=str(fixtures / "attribute_snippets.json"), **kw)
 
     # the fixtures folder stands in for a checkpoint: read_inputs only checks the folder
     monkeypatch.setattr("llm_experiments.model.loading.check_model_path", lambda path: None)
@@ -255,4 +258,107 @@ def test_tfidf_statistics_are_read_from_a_folder_or_refused_by_name(tmp_path, mo
     assert fitted.vocabulary != expected.vocabulary or not np.array_equal(fitted.idf, expected.idf)
     args = build_parser("edit").parse_args(["edit", "--out", "x", "--model", "ckpt", "--data", "cf.json",
                                             "--stats-corpus", "w.txt", "--tfidf", "DIR"])
-    assert config_from_args(args, "rlsedit").tfidf == "DIR"
+    assert config_from_args(args, "rlsedit").data.tfidf == "DIR"
+
+
+def test_world_and_train_seeds_choose_another_tiny_model():
+    from llm_experiments.experiment import tiny_model_dir
+
+    base_path, base_world, base_train = tiny_model_dir(ExperimentConfig.from_options())
+    path, world, train = tiny_model_dir(ExperimentConfig.from_options(world_seed=7, train_seed=3))
+    assert (world.seed, train.seed) == (7, 3) and (base_world.seed, base_train.seed) == (0, 0)
+    assert path != base_path and path != tiny_model_dir(ExperimentConfig.from_options(world_seed=7))[0]
+    args = build_parser("edit").parse_args(["edit", "--out", "x", "--world-seed", "7", "--train-seed", "3"])
+    assert (args.world_seed, args.train_seed) == (7, 3)
+    with pytest.raises(EditRunError, match="world_seed"):
+        ExperimentConfig.from_options(quick=True, world_seed=1)
+    with pytest.raises(EditRunError, match="world_seed"):
+        ExperimentConfig.from_options(world_seed=-1)
+
+
+def test_a_request_file_on_a_checkpoint_without_evaluation(tmp_path):
+    """--dataset requests (EditRequest's fields) and --no-eval: the editing steps only, as rows."""
+    import dataclasses
+
+    from tests.llm_fixtures import TINY_CORPUS, tiny_model, tiny_requests, tiny_tokenizer
+
+    path = tmp_path / "tiny-llama"
+    tiny_model("llama").save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(TINY_CORPUS) + "\n")
+    requests = tmp_path / "requests.json"
+    requests.write_text(json.dumps([dataclasses.asdict(r) for r in tiny_requests(4)]))
+    base = ["edit", "--model", str(path), "--data", str(requests), "--dataset", "requests", "--n-edits", "4",
+            "--batch-size", "2", "--layers", "0,1", "--fact-token", "last", "--value-steps", "2", "--lam", "1e-6",
+            "--n-w", "1e-3", "--stats-corpus", str(corpus), "--stats-tokens", "60", "--no-eval", "--no-progress",
+            "--cache", str(tmp_path / "cache")]
+    assert main([*base, "--out", str(tmp_path / "run")]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["n_edits"] for r in rows] == [2, 4] and rows[1]["case_ids"] == [2, 3]
+    assert set(rows[0]) == {"batch", "n_edits", "case_ids", "seconds", "target_nll_before", "target_nll_after",
+                            "layers"}  # the one row schema (BatchReport.to_row)
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["after_stream"] is None and s["config"]["editing"]["layers"] == [0, 1]
+    requests.write_text(json.dumps([{"case_id": 9, "prompt": "no slot", "subject": "Anna", "target_new": " x"}]))
+    with pytest.raises(SystemExit, match="request 0"):
+        main([*base[:7], "--n-edits", "1", "--stats-corpus", str(corpus), "--no-eval", "--out", str(tmp_path / "y")])
+
+
+@pytest.mark.parametrize("editor", ["rlsedit", "alphaedit"])
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(five_runs, tmp_path, monkeypatch, editor):
+    """Killed after its second batch (a checkpoint every batch), `--resume` ends where a straight run ends:
+    the same rows, the same along-stream record, the same summary, bit for bit."""
+    from llm_experiments.edit.session import EditingSession
+
+    args = ["edit", "--editor", editor, "--cache", str(five_runs / "cache"), "--along-stream", "--cohorts", "1,2",
+            "--checkpoint-every", "2", "--save-every", "1", "--batch-size", "2", *FAST[:1], "--n-edits", "6",
+            "--value-steps", "3", "--stats-tokens", "3000", "--max-length", "12", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "straight")]) == 0
+    original = EditingSession.edit_batch
+    calls = []
+
+    def dies_on_the_third_batch(self, requests):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, requests)
+
+    monkeypatch.setattr(EditingSession, "edit_batch", dies_on_the_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        main([*args, "--out", str(tmp_path / "cut")])
+    monkeypatch.setattr(EditingSession, "edit_batch", original)
+    with pytest.raises(SystemExit, match="drop --n-edits"):
+        main(["edit", "--resume", "--out", str(tmp_path / "cut"), "--n-edits", "8"])
+    assert main(["edit", "--resume", "--out", str(tmp_path / "cut"), "--no-progress"]) == 0
+
+    def without_time(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    for name in ("metrics.jsonl", "along_stream/metrics.jsonl"):
+        a, b = ([json.loads(x) for x in (tmp_path / d / name).read_text().splitlines()] for d in ("straight", "cut"))
+        assert without_time(a) == without_time(b), name
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("straight", "cut"))
+    assert b["resumed_at"] == 4 and a["resumed_at"] is None
+    for key in ("efficacy", "generalization", "specificity", "fluency", "consistency", "retention", "capability"):
+        assert a[key] == b[key], key
+    with pytest.raises(SystemExit, match="holds no run"):
+        main(["edit", "--resume", "--out", str(tmp_path / "nothing")])
+
+
+def test_a_run_without_checkpoints_cannot_resume(five_runs, tmp_path):
+    args = ["edit", "--cache", str(five_runs / "cache"), "--save-every", "0", *FAST]
+    assert main([*args, "--out", str(tmp_path / "r")]) == 0
+    assert not (tmp_path / "r" / "checkpoints").exists()
+    (tmp_path / "r" / "summary.json").unlink()  # as if it had been killed before its end
+    with pytest.raises(SystemExit, match="no checkpoint to resume from"):
+        main(["edit", "--resume", "--out", str(tmp_path / "r")])
+
+
+def test_a_preset_sets_the_editing_section_and_options_override_it():
+    args = build_parser("edit").parse_args(["edit", "--out", "x", "--preset", "llama3-8b", "--model", "ckpt",
+                                            "--data", "cf.json", "--stats-corpus", "w.txt", "--batch-size", "10"])
+    config = config_from_args(args, "memit")
+    assert config.editing.layers == (4, 5, 6, 7, 8) and config.editing.n_w == 15000
+    assert config.editing.batch_size == 10 and dict(config.editing.editor_options) == {"lam": 0.0, "mu": 1.0}
+    assert config == ExperimentConfig.from_dict(json.loads(json.dumps(config.to_dict())))

@@ -18,8 +18,8 @@ from llm_experiments.data.loaders import (
     DataError,
     detect_format,
     load_attribute_snippets,
+    load_benchmark,
     load_counterfact,
-    load_requests,
     load_zsre,
 )
 from tests.paths import FIXTURES
@@ -76,7 +76,7 @@ def test_mend_train_alt_is_required_where_it_is_read():
     assert (eval_reqs[0].target_new, eval_reqs[0].target_true) == (" University of Michigan",
                                                                    " Illinois Institute of Technology")
     with pytest.raises(DataError, match="only with target='alt'"):
-        load_requests(MEND_TRAIN, suite="counterfact", target="answers")
+        load_benchmark(MEND_TRAIN, suite="counterfact", target="answers")
 
 
 # -- MultiCounterFact -----------------------------------------------------------------------------------
@@ -279,7 +279,7 @@ def _damaged(tmp_path, name, keys, value):
 
 
 def _load(path, suite, snippets):
-    return load_requests(path, suite=suite, snippets=SNIPPETS if snippets else None)
+    return load_benchmark(path, suite=suite, snippets=SNIPPETS if snippets else None)
 
 
 def _case_id(case):

@@ -471,7 +471,7 @@ def test_huge_idf_weights_give_finite_tfidf_vectors():
     (lambda d: d.pop("people"), "field 'people'"),
     (lambda d: d.__setitem__("config", [1]), "field 'config' must be a JSON object"),
     (lambda d: d["config"].__setitem__("question_fraction", "x"), "question_fraction.*must be a number"),
-    (lambda d: d["config"].__setitem__("zzz", 1), "unknown WorldConfig fields"),
+    (lambda d: d["config"].__setitem__("zzz", 1), "WorldConfig: unknown option"),
 ])
 def test_a_damaged_world_file_is_a_world_config_error(tmp_path, world_doc, change, message):
     doc = copy.deepcopy(world_doc)
@@ -636,27 +636,30 @@ def test_stream_refuses_bad_numbers_in_one_line(tmp_path, extra, needles):
 
 
 @pytest.mark.parametrize(("extra", "needles"), [
-    (["--requests", "{d}/missing.json"], ["missing.json"]),
-    (["--requests", "{d}/folder.json"], ["folder.json"]),
-    (["--requests", "{d}/truncated.json"], ["truncated.json", "JSON"]),
-    (["--requests", "{d}/latin1.json"], ["latin1.json", "UTF-8"]),
-    (["--requests", "{d}/object.json"], ["object.json", "list"]),
-    (["--requests", "{d}/requests.json", "--limit", "-1"], ["--limit"]),
-    (["--requests", "{d}/requests.json", "--batch-size", "0"], ["batch_size"]),
-    (["--requests", "{d}/requests.json", "--layers", "x"], ["--layers"]),
-    (["--requests", "{d}/requests.json", "--checkpoint-every", "0"], ["--checkpoint-every"]),
-    (["--requests", "{d}/requests.json", "--preset", "gpt-9"], ["gpt-9"]),
-    (["--requests", "{d}/requests.json", "--config", "{d}/missing.json"], ["missing.json"]),
-    (["--requests", "{d}/requests.json", "--config", "{d}/good_cf.json"], ["good_cf.json"]),
-    (["--requests", "{d}/bad_requests.json"], ["request 1", "prompt"]),
+    (["--data", "{d}/missing.json"], ["missing.json"]),
+    (["--data", "{d}/folder.json"], ["folder.json"]),
+    (["--data", "{d}/truncated.json"], ["truncated.json", "JSON"]),
+    (["--data", "{d}/latin1.json"], ["latin1.json", "UTF-8"]),
+    (["--data", "{d}/object.json"], ["object.json", "list"]),
+    (["--data", "{d}/requests.json", "--n-edits", "-1"], ["n_edits"]),
+    (["--data", "{d}/requests.json", "--batch-size", "0"], ["batch_size"]),
+    (["--data", "{d}/requests.json", "--layers", "x"], ["--layers"]),
+    (["--data", "{d}/requests.json", "--save-every", "-1"], ["save_every"]),
+    (["--data", "{d}/requests.json", "--preset", "gpt-9"], ["gpt-9"]),
+    (["--data", "{d}/requests.json", "--config", "{d}/missing.json"], ["missing.json"]),
+    (["--data", "{d}/requests.json", "--config", "{d}/good_cf.json"], ["good_cf.json"]),
+    (["--data", "{d}/bad_requests.json"], ["request 1", "prompt"]),
 ])
-def test_llm_edit_refuses_bad_files_and_numbers_in_one_line(bad_files, tmp_path, extra, needles):
+def test_edit_refuses_bad_request_files_and_numbers_in_one_line(bad_files, tmp_path, extra, needles):
+    """A plain request file (--dataset requests, the stream that `llm-edit` took before it was folded in)."""
     good = [{"case_id": 0, "prompt": "{} speaks", "subject": "Anna Smith", "target_new": " English"}]
     (bad_files / "requests.json").write_text(json.dumps(good))
     (bad_files / "bad_requests.json").write_text(json.dumps([*good, {**good[0], "prompt": "{x} speaks {}"}]))
     extra = [a.format(d=bad_files) for a in extra]
-    preset = [] if {"--preset", "--config"} & set(extra) else ["--preset", "llama3-8b"]
-    assert_refused(["llm-edit", "--model", bad_files / "model", "--out", tmp_path / "o", *preset, *extra], *needles)
+    n = [] if "--n-edits" in extra else ["--n-edits", "1"]
+    assert_refused(["edit", "--model", bad_files / "model", "--dataset", "requests", "--stats-corpus",
+                    bad_files / "good_cf.json", "--no-eval", "--out", tmp_path / "o", "--cache", tmp_path / "c",
+                    *n, *extra], *needles)
 
 
 def test_world_refuses_bad_numbers_and_an_output_path_that_is_a_file(tmp_path):

@@ -65,38 +65,6 @@ def test_llm_stats_computes_then_reuses_then_refuses(checkpoint, tmp_path, capsy
     assert capsys.readouterr().out.count(" computed") == 2
 
 
-def test_llm_edit_reads_the_statistics_of_its_model_or_names_the_option(checkpoint, tmp_path):
-    """llm-edit --stats-dir finds the model's statistics by its weights (the checkpoint moved
-    elsewhere still finds them); none, or two candidates, end in one line naming --stats-dir."""
-    import json
-    import shutil
-
-    from rlsedit_cli import main
-
-    path, corpus = checkpoint
-    stats = tmp_path / "stats"
-    requests = tmp_path / "requests.json"
-    requests.write_text(json.dumps([{"case_id": 0, "prompt": "The mother tongue of {} is",
-                                     "subject": "Danielle Darrieux", "target_new": " English"}]))
-    config = tmp_path / "editing.json"
-    config.write_text(json.dumps({"editor": "rlsedit", "layers": [1], "batch_size": 1, "context_templates": ["{}"],
-                                  "editor_options": {"lam": 0.01, "mu": 1.0}, "values": {"steps": 2}}))
-    moved = shutil.copytree(path, tmp_path / "elsewhere" / "model")
-    edit = ["llm-edit", "--model", str(moved), "--requests", str(requests), "--config", str(config),
-            "--stats-dir", str(stats)]
-    with pytest.raises(SystemExit) as info:
-        main([*edit, "--out", str(tmp_path / "none")])
-    assert "\n" not in str(info.value) and "--stats-dir" in str(info.value) and "no statistics of layer 1" \
-        in str(info.value)
-    base = ["llm-stats", "--model", str(path), "--layers", "1", "--cache-dir", str(stats), "--corpus", str(corpus),
-            "--no-progress"]
-    assert main([*base, "--max-tokens", "30"]) == 0
-    assert main([*edit, "--out", str(tmp_path / "one")]) == 0
-    assert main([*base, "--max-tokens", "31"]) == 0
-    with pytest.raises(SystemExit, match=r"--stats-dir: .*2 statistics of layer 1 .*keep one"):
-        main([*edit, "--out", str(tmp_path / "two")])
-
-
 def test_llm_stats_imports_a_memit_npz(checkpoint, tmp_path, capsys):
     from rlsedit_cli import main
 
@@ -133,53 +101,8 @@ def test_llm_bench_writes_its_results(tmp_path):
                  "--editor", "memit"]) == 0
     assert json.loads((tmp_path / "config.json").read_text())["editing"]["editor"] == "memit"
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["position"] for r in rows] == [2, 4]
+    assert [r["n_edits"] for r in rows] == [2, 4]
     assert json.loads((tmp_path / "summary.json").read_text())["stats_tokens"] == 200
-
-
-def test_llm_edit_runs_a_stream_and_resumes(checkpoint, tmp_path, capsys):
-    import dataclasses
-    import json
-
-    from rlsedit_cli import main
-    from tests.llm_fixtures import tiny_requests
-
-    path, corpus = checkpoint
-    requests = tmp_path / "requests.json"
-    requests.write_text(json.dumps([dataclasses.asdict(r) for r in tiny_requests(4)]))
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({"editor": "rlsedit", "layers": [0, 1], "batch_size": 2, "fact_token": "last",
-                                  "context_templates": ["{}"], "values": {"steps": 2},
-                                  "editor_options": {"lam": 1e-6, "mu": 1.0}, "n_w": 1e-3}))
-    stats = tmp_path / "stats"
-    assert main(["llm-stats", "--model", str(path), "--layers", "0,1", "--cache-dir", str(stats),
-                 "--corpus", str(corpus), "--max-tokens", "60", "--no-progress"]) == 0
-    out = tmp_path / "run"
-    base = ["llm-edit", "--model", str(path), "--requests", str(requests), "--out", str(out), "--config", str(config),
-            "--stats-dir", str(stats)]
-    assert main([*base, "--limit", "2"]) == 0
-    assert main([*base, "--resume"]) == 0
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["position"] for r in rows] == [2, 4] and rows[1]["case_ids"] == [2, 3]
-    assert json.loads((out / "summary.json").read_text()) | {"seconds_this_run": 0} == \
-        {"edits": 4, "batches": 2, "seconds_this_run": 0, "resumed": True}
-    assert json.loads((out / "config.json").read_text())["editing"]["layers"] == [0, 1]
-    with pytest.raises(SystemExit, match="--stats-dir"):
-        main(["llm-edit", "--model", str(path), "--requests", str(requests), "--out", str(tmp_path / "x"),
-              "--config", str(config)])
-    with pytest.raises(SystemExit, match="exactly one"):
-        main(["llm-edit", "--model", str(path), "--requests", str(requests), "--out", str(tmp_path / "x")])
-    requests.write_text(json.dumps([{"case_id": 9, "prompt": "no slot", "subject": "Anna", "target_new": " x"}]))
-    with pytest.raises(SystemExit, match="request 0"):
-        main([*base[:-2], "--out", str(tmp_path / "y")])
-
-
-def test_llm_edit_help_explains_every_option():
-    out = subprocess.run([sys.executable, "-m", "rlsedit_cli", "llm-edit", "--help"], capture_output=True,
-                         text=True, check=True).stdout
-    for option in ("--model", "--requests", "--out", "--config", "--preset", "--editor", "--layers", "--batch-size",
-                   "--stats-dir", "--limit", "--checkpoint-every", "--resume", "--device", "--dtype"):
-        assert option in out
 
 
 def test_llm_bench_real_architectures_have_the_published_shapes_and_settings():

@@ -11,9 +11,9 @@ import torch
 from llm_experiments.data.loaders import load_counterfact, load_zsre
 from llm_experiments.evaluate.metrics import counterfact_metrics, summarize, zsre_metrics
 from llm_experiments.evaluate.protocols import (
+    AlongStreamConfig,
     EvaluationConfig,
     EvaluationError,
-    StreamConfig,
     StreamRecorder,
     evaluate_after_stream,
     run_along_stream,
@@ -44,14 +44,14 @@ def test_configs_are_validated_and_round_trip(tmp_path):
     with pytest.raises(EvaluationError, match="CounterFact only"):
         EvaluationConfig(dataset="zsre", generation=True)
     with pytest.raises(EvaluationError, match="multiple of edit_batch_size"):
-        StreamConfig(edit_batch_size=100, checkpoint_every=150)
+        AlongStreamConfig(edit_batch_size=100, checkpoint_every=150)
     with pytest.raises(EvaluationError, match="strictly increasing"):
-        StreamConfig(cohort_batches=(5, 1))
+        AlongStreamConfig(cohort_batches=(5, 1))
     with pytest.raises(EvaluationError, match="unknown option"):
-        StreamConfig.from_dict({"edit_batch_size": 10, "checkpoints": 3})
-    stream = StreamConfig(edit_batch_size=10, checkpoint_every=50, cohort_batches=(1, 5))
+        AlongStreamConfig.from_dict({"edit_batch_size": 10, "checkpoints": 3})
+    stream = AlongStreamConfig(edit_batch_size=10, checkpoint_every=50, cohort_batches=(1, 5))
     (tmp_path / "s.json").write_text(json.dumps(stream.to_dict()))
-    assert StreamConfig.from_json(tmp_path / "s.json") == stream
+    assert AlongStreamConfig.from_json(tmp_path / "s.json") == stream
     assert stream.cohort_sizes() == {"first_1_batches": 10, "first_5_batches": 50}
 
 
@@ -74,7 +74,7 @@ def test_after_stream_writes_config_metrics_records_and_summary(model, tok, tmp_
 
 def test_checkpoints_equal_direct_calls_and_give_retention(model, tok, tmp_path):
     requests = load_zsre(FIXTURES / "zsre_mend_eval.json") * 2  # four requests, batches of one
-    stream = StreamConfig(edit_batch_size=1, checkpoint_every=2, cohort_batches=(1, 2))
+    stream = AlongStreamConfig(edit_batch_size=1, checkpoint_every=2, cohort_batches=(1, 2))
     recorder = StreamRecorder(tmp_path, requests, EvaluationConfig(dataset="zsre"), stream,
                               capability={"norm": lambda m, t: {"lm_head": float(m.lm_head.weight.detach().norm())}})
     before = recorder.checkpoint(model, tok, 0)
@@ -109,7 +109,7 @@ def test_checkpoints_equal_direct_calls_and_give_retention(model, tok, tmp_path)
 
 def test_edited_every_k_th_samples_the_edits_so_far_and_keeps_cohorts_whole(model, tok, tmp_path):
     requests = load_zsre(FIXTURES / "zsre_mend_eval.json") * 4  # eight requests, batches of one
-    stream = StreamConfig(edit_batch_size=1, checkpoint_every=1, cohort_batches=(3,), edited_every=3)
+    stream = AlongStreamConfig(edit_batch_size=1, checkpoint_every=1, cohort_batches=(3,), edited_every=3)
     recorder = StreamRecorder(tmp_path, requests, EvaluationConfig(dataset="zsre"), stream)
     for n in (0, 2, 3, 8):
         with torch.no_grad():
@@ -124,7 +124,7 @@ def test_edited_every_k_th_samples_the_edits_so_far_and_keeps_cohorts_whole(mode
         else:
             assert line["cohorts"] == {}
     with pytest.raises(EvaluationError, match="edited_every must be a positive integer"):
-        StreamConfig(edited_every=0)
+        AlongStreamConfig(edited_every=0)
 
 
 def test_run_along_stream_calls_the_editor_batch_by_batch(model, tok, tmp_path):
@@ -132,7 +132,7 @@ def test_run_along_stream_calls_the_editor_batch_by_batch(model, tok, tmp_path):
     seen = []
     summary = run_along_stream(model, tok, requests, lambda batch: seen.append([r.case_id for r in batch]),
                                EvaluationConfig(dataset="zsre"),
-                               StreamConfig(edit_batch_size=2, checkpoint_every=4, cohort_batches=(1,)),
+                               AlongStreamConfig(edit_batch_size=2, checkpoint_every=4, cohort_batches=(1,)),
                                tmp_path / "run", evaluate_before=False)
     assert seen == [[0, 1], [0, 1], [0, 1]]
     # after the first cohort (2), every 4 edits (4) and at the end (6)
