@@ -56,6 +56,9 @@ Formats (public releases, and what each suite reads; docs/evaluation.md has the 
     absent) and the multi-hop questions are kept in ``extra["multi_hop"]`` but scored by neither
     suite.
 
+``requests``: a plain request stream (:func:`load_requests`, ``rlsedit edit --dataset requests``)
+    A JSON list of objects with :class:`EditRequest`'s own fields; never detected, always named.
+
 ``attribute_snippets.json`` (reference texts for Consistency)
     A JSON list of ``{"relation_id": "P103", "target_id": "Q1860", "samples": [{"name": ..., "text":
     ...}, ...]}``: Wikipedia snippets about subjects whose ``relation_id`` is ``target_id``. A

@@ -136,13 +136,16 @@ def test_easyedit_counterfact_loads_and_ignoring_its_locality_answers_fails():
 
 def check_knowedit(load):
     reqs = load(EE_ZSRE)
-    assert [r.case_id for r in reqs] == [0, 1]
+    assert [r.case_id for r in reqs] == [0, 1, 2]
     r = reqs[0]
     assert (r.prompt, r.target_new, r.target_true) == ("Which language does {} speak?", " Spanish", " German")
     assert r.neighborhood_pairs() == [("The mother tongue of Toko Yasuda is", " German")]
     assert reqs[1].neighborhood_pairs() == [("John Brown speaks", " English"),
                                             ("The capital city of John Brown is", " London"),
                                             ("John Brown was born in the city of", " London")]
+    # the flat variant: MEND's "rephrase" name, one locality prompt with its answer as a one-alias list
+    assert reqs[2].paraphrase_prompts == ("Where was Danielle Darrieux born?",)
+    assert reqs[2].neighborhood_pairs() == [("Anna Smith was born in", " Berlin")]
 
 
 def test_knowedit_records_load_and_a_last_alias_reader_fails(monkeypatch):
