@@ -140,7 +140,7 @@ def test_counterfact_without_snippets_reports_consistency_absent(checkpoints, ca
 
 
 # -- item: the genuine formats through `rlsedit edit --dataset` -------------------------------------------
-FORMATS = [
+FORMAT_RUNS = [
     ("zsre_mend_train.json", "zsre", {"fluency", "consistency"}),
     ("multi_counterfact.json", "counterfact", {"consistency"}),
     ("easyedit_counterfact.json", "counterfact", {"fluency", "consistency"}),
@@ -149,12 +149,12 @@ FORMATS = [
 ]
 
 
-@pytest.mark.parametrize(("name", "dataset", "absent"), FORMATS, ids=[f[0] for f in FORMATS])
+@pytest.mark.parametrize(("name", "dataset", "absent"), FORMAT_RUNS, ids=[f[0] for f in FORMAT_RUNS])
 def test_each_format_runs_through_rlsedit_edit(checkpoints, name, dataset, absent):
     root, a, _, corpus = checkpoints
     run = root / f"format-{name}"
     extra = ["--dataset", dataset] + (["--no-generation"] if dataset == "zsre" else [])
-    assert edit(a, FIXTURES / name, run, root / "cache-formats", corpus, *extra) == 0
+    assert edit(a, FIXTURES / "formats" / name, run, root / "cache-formats", corpus, *extra) == 0
     s = json.loads((run / "summary.json").read_text())
     assert s["n_edits"] == 3 and set(s["absent"]) == absent
     present = {"efficacy", "generalization", "specificity", "fluency", "consistency"} - absent

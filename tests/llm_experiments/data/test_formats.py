@@ -24,11 +24,19 @@ from llm_experiments.data.loaders import (
 )
 from tests.paths import FIXTURES
 
-MEND_TRAIN = FIXTURES / "zsre_mend_train.json"
-MCF = FIXTURES / "multi_counterfact.json"
-EE_CF = FIXTURES / "easyedit_counterfact.json"
-EE_ZSRE = FIXTURES / "easyedit_zsre.json"
-MQUAKE = FIXTURES / "mquake.json"
+FORMATS = FIXTURES / "formats"
+
+
+def fixture(name: str):
+    """A fixture file: the data-format fixtures live in tests/fixtures/formats/, the others beside it."""
+    return FORMATS / name if (FORMATS / name).exists() else FIXTURES / name
+
+
+MEND_TRAIN = FORMATS / "zsre_mend_train.json"
+MCF = FORMATS / "multi_counterfact.json"
+EE_CF = FORMATS / "easyedit_counterfact.json"
+EE_ZSRE = FORMATS / "easyedit_zsre.json"
+MQUAKE = FORMATS / "mquake.json"
 SNIPPETS = FIXTURES / "attribute_snippets.json"
 
 
@@ -37,8 +45,8 @@ def test_each_fixture_is_detected_as_its_format():
                 "zsre_mend_eval.json": "zsre", "zsre_mend_train.json": "zsre", "easyedit_counterfact.json": "easyedit",
                 "easyedit_zsre.json": "easyedit", "mquake.json": "mquake"}
     for name, fmt in expected.items():
-        assert detect_format(json.loads((FIXTURES / name).read_text())) == fmt, name
-        assert {r.extra["format"] for r in load_zsre(FIXTURES / name)} == {fmt}
+        assert detect_format(json.loads(fixture(name).read_text())) == fmt, name
+        assert {r.extra["format"] for r in load_zsre(fixture(name))} == {fmt}
 
 
 # -- MEND's ZsRE train split: "alt": "" where the ZsRE suite never reads alt ---------------------------
@@ -268,7 +276,7 @@ CASES = [
 
 
 def _damaged(tmp_path, name, keys, value):
-    records = json.loads((FIXTURES / name).read_text())
+    records = json.loads(fixture(name).read_text())
     node = records[1]
     for k in keys[:-1]:
         node = node[k]
@@ -295,7 +303,7 @@ def test_a_record_is_refused_only_for_a_field_that_is_read(tmp_path, case):
     name, suite, snippets, keys, value, message = case
     path = _damaged(tmp_path, name, keys, value)
     if message is None:
-        assert len(_load(path, suite, snippets)) == len(_load(FIXTURES / name, suite, snippets))
+        assert len(_load(path, suite, snippets)) == len(_load(fixture(name), suite, snippets))
     else:
         with pytest.raises(DataError, match=rf"{name}: record 1\b") as info:
             _load(path, suite, snippets)
