@@ -149,12 +149,20 @@ def _config_type(tp: Any) -> type[Config] | None:
 
 
 def _convert(tp: Any, value: Any, error: type[ConfigError]) -> Any:
-    """A mapping for a nested config field becomes that config; a list for a tuple field, a tuple."""
+    """A mapping for a nested config field becomes that config; a list for a tuple field, a tuple
+    (recursively: ``tuple[tuple[int, int], ...]`` from JSON's lists of lists)."""
     nested = _config_type(tp)
     if nested is not None and isinstance(value, Mapping):
         return nested.from_dict(value)
-    if typing.get_origin(tp) is tuple and isinstance(value, list):
-        return tuple(value)
+    if typing.get_origin(tp) is tuple and isinstance(value, list | tuple):
+        args = typing.get_args(tp)
+        inner = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        if len(inner) != len(value):
+            return tuple(value) if isinstance(value, list) else value  # the field's rule reports it
+        items = tuple(_convert(a, v, error) for a, v in zip(inner, value, strict=True))
+        if isinstance(value, tuple) and all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        return items
     return value
 
 

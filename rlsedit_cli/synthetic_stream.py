@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from rlsedit.editor import RLSEditor
-from rlsedit.stream import SyntheticStream, run_stream
+from rlsedit.stream import GaussianStream, run_stream
 from rlsedit_cli.args import thread_count
 
 NAME = "synthetic-stream"
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise SystemExit("rlsedit synthetic-stream: --seed must be >= 0")
     torch.set_num_threads(args.threads)
-    stream = SyntheticStream(args.d_k, args.d_v, args.batches, args.batch_size, args.seed)
+    stream = GaussianStream(args.d_k, args.d_v, args.batches, args.batch_size, args.seed)
     dtype = getattr(torch, args.dtype)
 
     def new_editor() -> RLSEditor:

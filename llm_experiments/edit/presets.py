@@ -15,7 +15,7 @@ Editors:
 - ``alphaedit``: ``L2`` = 10, ``nullspace_threshold`` = 2e-2 on E[k k^T] (AlphaEdit's Llama3-8B.json).
 
 Values (all editors): 25 Adam steps, lr 0.1, clamp 0.75, weight decay 0.5, KL factor 0.0625 at
-the subject's last token. Steps, lr and clamp are those PAPER.md gives for the authors' setup; the
+the subject's last token. Steps, lr and clamp are those docs/method.md section 6 gives for the authors' setup; the
 weight decay and KL factor come from AlphaEdit's Llama3-8B.json (RLSEdit's own were not available). For
 Qwen2.5-7B no separate value settings were available; Llama's are used. ROME and FT have no
 published setting for this protocol here, so :func:`preset` refuses them rather than invent one.

@@ -1,6 +1,6 @@
 """Edit a model with a stream of :class:`EditRequest` batches, one solver editor per edited layer.
 
-For each batch (MEMIT's multi-layer procedure, PAPER.md section 6):
+For each batch (MEMIT's multi-layer procedure, docs/method.md section 6):
 
 1. a target z (d_v) per request at the output of the last edited layer (:mod:`.values`);
 2. for each edited layer i = 0..L-1 in increasing depth, on the model as edited so far:

@@ -1,6 +1,6 @@
 """Anchor statistics: the second moment E[k k^T] of each edited layer's keys over a text corpus.
 
-The anchor Gram of the solver is ``K0^T K0 = n_w * E[k k^T]`` (PAPER.md section 2; MEMIT's
+The anchor Gram of the solver is ``K0^T K0 = n_w * E[k k^T]`` (docs/method.md section 2; MEMIT's
 ``mom2`` statistic). Here it is
 
 - accumulated in a streaming, chunked way: texts are read one at a time (files line by line),

@@ -1,6 +1,6 @@
 """Target values: the hidden state each edit should produce, and its spread over the edited layers.
 
-As in MEMIT's ``compute_z`` (PAPER.md section 6), for one request a vector delta (d_v) is added to
+As in MEMIT's ``compute_z`` (docs/method.md section 6), for one request a vector delta (d_v) is added to
 the output of the *last* edited decoder block at the fact token of every prompt, and optimised
 with Adam (``steps`` steps, learning rate ``lr``) to minimise
 

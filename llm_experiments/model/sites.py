@@ -1,7 +1,7 @@
 """Edit sites: where each architecture's MLP output projection lives and how its weight is laid out.
 
 Each architecture declares its site once (:data:`SITES`). The solver's map is W (d_k, d_v) in the row
-convention V ~ K W (PAPER.md section 2), with d_k the MLP's inner width and d_v the hidden size:
+convention V ~ K W (docs/method.md section 2), with d_k the MLP's inner width and d_v the hidden size:
 
 ==========  ===================================  ========  =============================
 model_type  module (``{layer}`` filled in)       layout    parameter shape

@@ -85,7 +85,7 @@ def test_a_tiny_run_writes_valid_results(tmp_path):
 def test_config_refuses_bad_values():
     with pytest.raises(ValueError, match="unknown dtypes"):
         BenchConfig(sizes=((8, 2),), dtypes=("float16",))
-    with pytest.raises(ValueError, match="repeats must be >= 1"):
+    with pytest.raises(ValueError, match="repeats must be a positive integer"):
         BenchConfig(sizes=((8, 2),), repeats=0)
 
 

@@ -48,7 +48,7 @@ def readme_phrases() -> list[str]:
         f"({rel.e(rows[0]['W_rel_err_of_change'])} at 10,000)",
         f"{perf.span([c['peak_over_floor'] for c in mem if not c['keep_W0']])}x of C + W with `keep_W0=False` "
         f"({perf.span([c['peak_over_floor'] for c in mem if c['keep_W0']])}x keeping W0)",
-        f"the state is C + W only, {_peak(14336, 'float32', False):.2f}x of it at peak at 14336 x 4096 float32",
+        f"48 bytes per batch), {_peak(14336, 'float32', False):.2f}x of it at peak at 14336 x 4096 float32",
     ]
 
 

@@ -20,9 +20,9 @@ from safetensors.torch import save_file
 
 import rlsedit
 import rlsedit.checkpoint
-from rlsedit.stream import SyntheticStream, run_stream
+from rlsedit.stream import GaussianStream, run_stream
 
-STREAM = SyntheticStream(d_k=24, d_v=5, n_batches=9, batch_size=3, seed=7)
+STREAM = GaussianStream(d_k=24, d_v=5, n_batches=9, batch_size=3, seed=7)
 EVERY = 2
 
 

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 import rlsedit
 from rlsedit.checkpoint import atomic_write, load_checkpoint, read_header, stale_temporaries
 from rlsedit.errors import CheckpointError, MissingCheckpointError
-from rlsedit.stream import SyntheticStream, run_stream
+from rlsedit.stream import GaussianStream, run_stream
 from tests.paths import ROOT
 
 D_K, D_V = 7, 3
@@ -120,7 +120,10 @@ def test_metadata_records_versions_config_and_counts(tmp_path):
     state = json.loads(meta["state"])
     assert state["lam"] == 0.1 and state["mu"] == 1.0 and state["refactor_every"] == 2
     assert meta["checksum"].startswith("sha256:")
-    assert set(load_file(tmp_path / "c.safetensors")) == {"W0", "W", "C", "information_A", "information_B"}
+    assert set(load_file(tmp_path / "c.safetensors")) == {"W0", "W", "C", "information_A", "information_B",
+                                                          "ledger_ids", "ledger_rows", "ledger_digests"}
+    assert meta["format_version"] == "2" and state["format_version"] == 2  # the ledger raised both
+    assert (state["next_batch_id"], state["unrecorded_batches"], state["keep_batches"]) == (3, 0, False)
     assert "W0_fingerprint" not in state  # an editor that keeps W0 writes what it wrote before keep_W0
 
 
@@ -224,7 +227,7 @@ def test_atomic_write_replaces_or_keeps_never_mixes(tmp_path):
 
 # -- the stream runner ---------------------------------------------------------------------------------
 def test_run_stream_resumes_where_it_stopped_in_process(tmp_path):
-    stream = SyntheticStream(d_k=10, d_v=2, n_batches=7, batch_size=2, seed=3)
+    stream = GaussianStream(d_k=10, d_v=2, n_batches=7, batch_size=2, seed=3)
 
     def new():
         return rlsedit.RLSEditor(torch.zeros(10, 2, dtype=torch.float64), lam=1.0)
@@ -235,9 +238,9 @@ def test_run_stream_resumes_where_it_stopped_in_process(tmp_path):
     assert (full.resumed_from, full.checkpoints_written) == (0, 3)  # after 3, 6 and 7
     assert seen == [(3, 3, True), (6, 6, True), (7, 7, True)]
     # a stopped run: only the first 4 batches, then resume on the full stream
-    short = SyntheticStream(d_k=10, d_v=2, n_batches=7, batch_size=2, seed=3)
+    short = GaussianStream(d_k=10, d_v=2, n_batches=7, batch_size=2, seed=3)
     ck = tmp_path / "b.safetensors"
-    part = run_stream(new, SyntheticStream(10, 2, 4, 2, 3), ck, every=3)
+    part = run_stream(new, GaussianStream(10, 2, 4, 2, 3), ck, every=3)
     assert part.editor.n_batches == 4
     with pytest.raises(CheckpointError, match="belongs to stream"):
         run_stream(new, short, ck, every=3)  # n_batches differs: another stream
@@ -256,7 +259,7 @@ def test_run_stream_resumes_where_it_stopped_in_process(tmp_path):
 
 
 def test_run_stream_resumes_an_editor_without_W0_bit_for_bit(tmp_path):
-    stream = SyntheticStream(d_k=10, d_v=2, n_batches=7, batch_size=2, seed=4)
+    stream = GaussianStream(d_k=10, d_v=2, n_batches=7, batch_size=2, seed=4)
     W0 = torch.as_tensor(np.random.default_rng(1).standard_normal((10, 2)))
 
     def new():
@@ -264,7 +267,7 @@ def test_run_stream_resumes_an_editor_without_W0_bit_for_bit(tmp_path):
 
     full = run_stream(new, stream, tmp_path / "a.safetensors", every=3)
     ck = tmp_path / "b.safetensors"
-    part = run_stream(new, SyntheticStream(10, 2, 4, 2, 4), ck, every=3)
+    part = run_stream(new, GaussianStream(10, 2, 4, 2, 4), ck, every=3)
     part.editor.save(ck, extra={"position": 4, "stream": stream.describe(), "config": None})
     resumed = run_stream(new, stream, ck, every=3)
     assert resumed.resumed_from == 4 and not resumed.editor.keep_W0
@@ -339,7 +342,7 @@ def test_stream_command_resumes_from_its_checkpoint(tmp_path, capsys):
         assert main([*args, "--batches", "5"]) == 0
         assert "started fresh; 5 batches" in capsys.readouterr().out
         short = load_checkpoint(ck)
-        stream = SyntheticStream(12, 2, 8, 2, 0)
+        stream = GaussianStream(12, 2, 8, 2, 0)
         short.editor.save(ck, extra=dict(short.extra, position=5, stream=stream.describe()))  # killed at 5 of 8
         assert main([*args, "--batches", "8"]) == 0
         assert "resumed at batch 5; 8 batches" in capsys.readouterr().out

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import rlsedit
 from rlsedit.health import Information, diagnose, extreme_eigenvalues, symmetry_error
-from tests.strategies import assert_unchanged, problems, rel_err, rel_tol, snapshot, t
+from tests.strategies import assert_unchanged, problems, rel_err, rel_tol, retraction_kappa, snapshot, t
 
 EPS32 = float(np.finfo(np.float32).eps)
 FEWER = settings(max_examples=20)  # each example solves several small problems: keep the file fast
@@ -186,11 +186,10 @@ def test_replace_equals_a_stream_that_never_had_the_old_batch(p, data):
     kept = [b for i, b in enumerate(p.batches) if i != j] + [(K_new, V_new)]
     W_ref = rlsedit.batch_solve(p.W0, [k for k, _ in kept], [v for _, v in kept], lam=p.lam, mu=p.mu,
                                 **p.anchor_kwargs())
-    # as for retract: rounding is amplified by cond(S) of the removed batch
-    A_kept = p.normal_matrix() - K_old.T @ K_old
-    S = np.eye(K_old.shape[0]) + K_old @ np.linalg.solve(A_kept, K_old.T)
-    A_new = A_kept + K_new.T @ K_new
-    kappa = max(p.kappa(), float(np.linalg.cond(A_kept)), float(np.linalg.cond(A_new))) * float(np.linalg.cond(S))
+    # as for retract (tests.strategies.retraction_kappa: cond(A_kept) ||S||^2 of the removed batch), then the
+    # new batch's update on top
+    A_new = p.normal_matrix() - K_old.T @ K_old + K_new.T @ K_new
+    kappa = max(retraction_kappa(p, j), float(np.linalg.cond(A_new)))
     assert rel_err(ed.W, W_ref, W_ref) <= rel_tol(torch.float64, kappa)
     assert ed.n_rows == sum(k.shape[0] for k, _ in kept) and ed.n_batches == len(p.batches)
     assert removed.rows == added.rows == K_old.shape[0]

@@ -1,4 +1,4 @@
-"""Properties of the Woodbury recursion against the closed form (PAPER.md sections 3-4)."""
+"""Properties of the Woodbury recursion against the closed form (docs/method.md sections 3-4)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import rlsedit
 from rlsedit.recursion import initial_inverse, rls_update, symmetrize_
-from tests.strategies import MAX_REL_TOL, Problem, problems, rel_err, rel_tol, t, tolerance
+from tests.strategies import MAX_REL_TOL, Problem, problems, rel_err, rel_tol, retraction_kappa, t, tolerance
 
 DTYPES = [torch.float64, torch.float32]
 
@@ -133,11 +133,7 @@ def test_retracting_a_batch_equals_never_applying_it(dtype, data):
     W_ref = rlsedit.batch_solve(p.W0, [k for k, _ in kept], [v for _, v in kept], lam=p.lam, mu=p.mu,
                                 **p.anchor_kwargs())
     A_kept = p.normal_matrix() - K.T @ K
-    # Retraction divides by T = I - K C_t K^T = S^{-1}: rounding is amplified by cond(S).
-    S = np.eye(K.shape[0]) + K @ np.linalg.solve(A_kept, K.T)
-    # The retracted state is the solution of A_kept from data (C_t, W_t) that already carry the
-    # stream's rounding (relative eps * kappa_stream), so the condition numbers multiply.
-    kappa = p.kappa() * float(np.linalg.cond(A_kept)) * float(np.linalg.cond(S))
+    kappa = retraction_kappa(p, drop)  # kappa_stream * cond(A_kept) * ||S||^2: see its docstring
     scale = max(path_scale(p), W_ref, key=lambda W: float(torch.linalg.vector_norm(W)))
     assert rel_err(ed.W, W_ref, scale) <= rel_tol(dtype, kappa)
     C_ref = torch.as_tensor(np.linalg.inv(A_kept))
@@ -153,7 +149,7 @@ def test_retracting_a_batch_equals_never_applying_it(dtype, data):
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(data=st.data())
 def test_soft_write_identity(dtype, data):
-    """V - K W_t = S^{-1} (V - K W_{t-1}), S = I + K C_{t-1} K^T (PAPER.md section 4)."""
+    """V - K W_t = S^{-1} (V - K W_{t-1}), S = I + K C_{t-1} K^T (docs/method.md section 4)."""
     p = data.draw(problems(dtype))
     ed = editor_for(p, dtype)
     for K, V in p.batches:

@@ -157,6 +157,7 @@ def test_checkpoint_and_resume_give_the_same_weights_as_an_uninterrupted_run(tmp
         assert a.keys() == b.keys()
         for k in a:  # bit for bit, the solver's float64 state included
             assert torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k], k
+        assert b["ledger_ids"].tolist() == [0, 1, 2]  # the ledger of applied batches survived the resume
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["LATEST", "step-000003"]
 
 
