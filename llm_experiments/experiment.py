@@ -24,10 +24,11 @@ path, its metadata), ``metrics.jsonl`` (one line per edited batch, :meth:`BatchR
 ``checkpoints/`` (the editors' states, :meth:`EditingSession.save_checkpoint`), ``after_stream/`` and
 ``along_stream/`` (the protocols' own files) and ``summary.json``: ``efficacy``, ``generalization``,
 ``specificity``, ``fluency``, ``consistency`` in percent as in the paper's table (fluency is 100 x
-the entropy in bits), their standard errors, the timing, and for a tiny model its general capability
-before and after the stream (:mod:`llm_experiments.evaluate.world_capability`; also at every
-along-stream checkpoint). Figures and tables are drawn from these files only
-(:mod:`llm_experiments.table`).
+the entropy in bits), their standard errors, ``absent`` (each table metric the run cannot report,
+with the reason: e.g. Consistency for requests without reference texts), the timing, and for a tiny
+model its general capability before and after the stream
+(:mod:`llm_experiments.evaluate.world_capability`; also at every along-stream checkpoint). Figures
+and tables are drawn from these files only (:mod:`llm_experiments.table`).
 """
 
 from __future__ import annotations
