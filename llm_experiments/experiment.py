@@ -287,8 +287,10 @@ class ExperimentConfig(Config):
             editor = given.get("editor", config.editing.editor)
             if preset_name is not None:
                 editing = preset(preset_name, editor)
-            elif editor != config.editing.editor:
-                editing = config.editing.replace(editor=editor, editor_options=preset("tiny", editor).editor_options)
+            elif editor != config.editing.editor:  # keep the options both editors take (rlsedit -> memit: lam, mu)
+                defaults = preset("tiny", editor).editor_options
+                kept = {k: config.editing.editor_options.get(k, v) for k, v in defaults.items()}
+                editing = config.editing.replace(editor=editor, editor_options=kept)
             else:
                 editing = config.editing
             sections = {name: getattr(config, name).to_dict() for name in ("model", "data", "evaluation")}

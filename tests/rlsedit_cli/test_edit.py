@@ -362,3 +362,11 @@ def test_a_preset_sets_the_editing_section_and_options_override_it():
     assert config.editing.layers == (4, 5, 6, 7, 8) and config.editing.n_w == 15000
     assert config.editing.batch_size == 10 and dict(config.editing.editor_options) == {"lam": 0.0, "mu": 1.0}
     assert config == ExperimentConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+
+
+def test_another_editor_over_a_config_keeps_the_options_both_take():
+    base = ExperimentConfig.from_options(editor="rlsedit", lam=0.5, mu=2.0)
+    memit = ExperimentConfig.from_options(base, editor="memit")
+    assert dict(memit.editing.editor_options) == {"lam": 0.5, "mu": 2.0}
+    alpha = ExperimentConfig.from_options(base, editor="alphaedit")
+    assert dict(alpha.editing.editor_options) == dict(preset("tiny", "alphaedit").editor_options)
