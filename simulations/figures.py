@@ -55,24 +55,43 @@ def _save(fig, out: Path, stem: str, formats: tuple[str, ...]) -> list[Path]:
 
 
 def fig_bounds(config: dict, records: list[dict], summary: dict):
+    """Left: each bound's worst margin per stream (true editor); right: which broken editors each
+    bound catches (streams flagged / streams run). Identities are labelled as such."""
     groups: dict[str, list[float]] = defaultdict(list)
     for r in records:
-        if "tight_for" not in r and r["ratio"] > 0:
-            groups[r["bound"]].append(r["ratio"])
-    names = sorted(groups)
-    fig, ax = plt.subplots(figsize=(6.4, 0.32 * len(names) + 1.4))
+        if r.get("role") == "true" and r.get("family") != "tight" and r.get("max_margin", 0) > 0:
+            groups[r["bound"]].append(r["max_margin"])
+    identities = set(summary.get("consistency_identities", []))
+    names = sorted(groups, key=lambda n: (n in identities, n))
+    controls = list(summary.get("negative_controls", {}))
+    fig, axes = plt.subplots(1, 2, figsize=(12.0, 0.3 * len(names) + 1.6), sharey=True,
+                             gridspec_kw={"width_ratios": [1.4, 1.0]})
+    ax = axes[0]
     ax.boxplot([groups[n] for n in names], orientation="horizontal", whis=(0, 100), widths=0.6)
-    ax.set_yticks(range(1, len(names) + 1), [n.replace("_", " ") for n in names])
+    labels = [n.replace("_", " ") + (" (catches none)" if n in identities else "") for n in names]
+    ax.set_yticks(range(1, len(names) + 1), labels)
     tight = summary.get("tight_streams_ratio", {})
     ys = [names.index(n) + 1 for n in tight if n in names]
     xs = [tight[n] for n in tight if n in names]
     ax.scatter(xs, ys, marker="*", s=70, color="C3", zorder=3, label="tight stream (theory.tight)")
-    ax.axvline(1.0, color="k", lw=1, ls="--", label="bound (ratio 1)")
+    ax.axvline(1.0, color="k", lw=1, ls="--", label="bound (margin 1)")
     ax.set_xscale("log")
-    ax.set_xlabel("measured / bound (dimensionless, log scale)")
-    ax.set_title(f"Bounds vs measured: {summary.get('n_checks', len(records))} checks, "
-                 f"max ratio {summary.get('max_ratio', float('nan')):.12g}")
-    ax.legend(loc="upper left")
+    ax.set_xlabel("worst measured / bound per stream, after rounding allowances (log scale)")
+    ax.set_title(f"RLSEditor: {summary.get('n_streams', '?')} streams, {summary.get('n_checks', '?')} checks, "
+                 f"{summary.get('n_above_tolerance', '?')} violations")
+    ax.legend(loc="lower left", fontsize=7)
+    ax = axes[1]
+    neg = summary.get("negative_controls", {})
+    Z = [[neg[c]["by_bound"].get(n, 0) / max(neg[c]["streams"], 1) for c in controls] for n in names]
+    if controls:
+        ax.imshow(Z, aspect="auto", cmap="Reds", vmin=0, vmax=1, origin="lower",
+                  extent=(-0.5, len(controls) - 0.5, 0.5, len(names) + 0.5))
+        for i, row in enumerate(Z):
+            for j, v in enumerate(row):
+                ax.text(j, i + 1, f"{v:.0%}" if v else "-", ha="center", va="center", fontsize=6)
+        ax.set_xticks(range(len(controls)), [c.replace("_", " ") for c in controls], rotation=30, ha="right")
+    ax.grid(False)
+    ax.set_title("negative controls: share of streams flagged")
     return {"bounds_ratios": fig}
 
 
