@@ -38,13 +38,30 @@ def test_each_quick_experiment_writes_its_three_files(quick_results, name):
     assert _summary(quick_results, name)["experiment"] == name
 
 
-def test_quick_bounds_makes_over_1000_checks_and_none_fails(quick_results):
+def test_quick_bounds_passes_the_true_editor_and_flags_every_negative_control(quick_results):
     s = _summary(quick_results, "bounds")
     assert s["n_checks"] >= 1000
     assert s["n_above_tolerance"] == 0
-    assert s["max_ratio"] <= 1 + 1e-9
-    for bound in ("quarter_energy", "spectral", "step", "soft_write_upper", "soft_write_lower", "loewner"):
-        assert s["tight_streams_ratio"][bound] == pytest.approx(1.0, abs=1e-9)
+    assert s["max_margin"] <= 1 + 1e-9
+    for bound in ("quarter_energy", "spectral", "step", "soft_write_upper", "soft_write_lower", "loewner",
+                  "retention", "comparator_quarter", "retention_cohort", "regret"):
+        assert s["tight_streams_ratio"][bound] == pytest.approx(1.0, abs=1e-6), bound
+    controls = s["negative_controls"]
+    assert set(controls) == {"do_nothing", "memit", "flipped_downdate", "lam_doubled", "perturbed_1e-6"}
+    for name, c in controls.items():
+        assert c["streams"] > 0 and c["streams_flagged"] == c["streams"], name
+    per_bound = s["per_bound_random_streams"]
+    for bound in ("retention", "retention_cohort", "comparator", "comparator_quarter", "regret", "regret_identity"):
+        assert bound in s["retention_bounds"] and per_bound[bound]["violations"] == 0, bound
+    # the discrimination table: the first-order check catches every control; identities catch none
+    assert s["discrimination"]["optimality"] == sorted(controls)
+    assert {"loewner", "c_norm", "regret_logdet_identity"} <= set(s["consistency_identities"])
+    assert s["n_evidence_checks"] + s["n_identity_checks"] == s["n_checks"]
+    breaks = s["retention_break_streams"]
+    assert not breaks["rlsedit"]["broken"] and all(breaks[b]["broken"] for b in ("memit", "alphaedit", "rome"))
+    for name, g in s["baseline_gaps"].items():
+        assert g["gap_violations"] == 0 and g["identity_violations"] == 0, name
+        assert g["min_rel_gap"] >= -1e-9, name
 
 
 def test_quick_convergence_slopes_are_near_minus_one_half(quick_results):
