@@ -194,12 +194,12 @@ def fig_cost(config: dict, records: list[dict], summary: dict):
 def fig_realsize(config: dict, records: list[dict], summary: dict):
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.6))
     e = [r["edits"] for r in records]
-    for key, label in (("step_ratio", "per-step"), ("soft_write_upper_ratio", "soft write (upper)"),
-                       ("soft_write_lower_ratio", "soft write (lower)")):
-        axes[0].plot(e, [r[key] for r in records], ".", ms=3, label=label)
+    for key, label in (("step_consistency", "per-step (identity: own C)"),
+                       ("soft_write_upper_consistency", "soft write upper (identity: own C)"),
+                       ("soft_write_lower_consistency", "soft write lower (identity: own C)")):
+        axes[0].plot(e, [r[key] for r in records if key in r], ".", ms=3, label=label)
     cps = [r for r in records if "energy_ratio" in r]
-    for key in sorted({k for r in cps for k in r if k.endswith("_ratio")} - {"step_ratio", "soft_write_upper_ratio",
-                                                                              "soft_write_lower_ratio"}):
+    for key in sorted({k for r in cps for k in r if k.endswith("_ratio")}):
         axes[0].plot([r["edits"] for r in cps], [r[key] for r in cps], "o", ms=5, label=key.replace("_ratio", ""))
     axes[0].axhline(1.0, color="k", ls="--", lw=1)
     axes[0].set_xlabel("edits")
