@@ -83,6 +83,10 @@ def test_quick_retention_covers_every_editor(quick_results):
     final = _summary(quick_results, "retention")["final_mean_over_seeds"]
     assert set(final) == {"rlsedit", "memit", "alphaedit", "rome", "ft"}
     assert final["alphaedit"]["heldout_drift"] < 1e-10  # hard null-space projection: no drift on the anchor
+    s = _summary(quick_results, "retention")
+    assert s["rlsedit_max_cohort_residual_over_bound"] <= 1.0  # RLSEdit's cohort bound, independent solve
+    assert s["rlsedit_max_all_residual_over_retention_bound"] <= 1.0
+    assert s["batches_above_rls_cohort_bound"]["rlsedit"] == 0
 
 
 def test_quick_realsize_recursion_matches_the_float64_closed_form(quick_results):
