@@ -96,30 +96,45 @@ def fig_bounds(config: dict, records: list[dict], summary: dict):
 
 
 def fig_convergence(config: dict, records: list[dict], summary: dict):
-    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.8), sharey=True)
+    """Left: RMS error against t per kind and mode (mean over the row streams of one problem), with
+    the fitted slope and its bootstrap interval. Right: t E||W_t - W_lim||^2 / c* against t (theory:
+    -> 1), with the bootstrap interval at the largest t."""
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 4.0))
     fits = summary.get("fits", {})
-    for ax, mode in zip(axes, ("scaled", "fixed"), strict=True):
-        for i, kind in enumerate(config["kinds"]):
+    for i, kind in enumerate(config["kinds"]):
+        for mode, style in (("scaled", "o-"), ("fixed", "s--")):
             rs = [r for r in records if r["kind"] == kind and r["mode"] == mode]
             ts = sorted({r["t"] for r in rs})
             if not ts:
                 continue
-            m = [mean(r["err"] for r in rs if r["t"] == t) for t in ts]
-            slope = fits.get(f"{kind}/{mode}", {}).get("slope_tail", float("nan"))
-            ax.loglog(ts, m, "o-", ms=3, color=f"C{i}", label=f"{kind} (slope {slope:.2f})")
-            if mode == "scaled" and "rms_bound" in rs[0]:
-                ax.loglog(ts, [next(r["rms_bound"] for r in rs if r["t"] == t) for t in ts], ":", color=f"C{i}", lw=1,
-                          label="a-priori RMS bound" if i == 0 else None)
-        ts_all = sorted({r["t"] for r in records})
-        if ts_all:
-            ref = [min(r["err"] for r in records if r["t"] == ts_all[0]) * (t / ts_all[0]) ** -0.5 for t in ts_all]
-            ax.loglog(ts_all, ref, "k--", lw=1, label="slope -1/2")
-        title = ("scaled: lam = t lam_bar, mu = t mu_bar -> ridge limit" if mode == "scaled"
-                 else "fixed lam, mu -> least-squares limit")
-        ax.set_title(title)
-        ax.set_xlabel("edits t (rows)")
-        ax.legend()
-    axes[0].set_ylabel("||W_t - W_lim||_F (mean over seeds)")
+            rms = [mean(r["sq_err"] for r in rs if r["t"] == t) ** 0.5 for t in ts]
+            f = fits.get(f"{kind}/{mode}", {})
+            sl = f.get("rms_slope", {})
+            axes[0].loglog(ts, rms, style, ms=3, color=f"C{i}",
+                           label=f"{kind}, {mode}: slope {sl.get('slope', float('nan')):.3f} "
+                                 f"[{sl.get('lo', float('nan')):.3f}, {sl.get('hi', float('nan')):.3f}]")
+            c = rs[0]["c_star"]
+            axes[1].semilogx(ts, [t * m**2 / c for t, m in zip(ts, rms, strict=True)], style, ms=3, color=f"C{i}",
+                             label=f"{kind}, {mode}")
+            ci = f.get("ratio_to_constant")
+            if ci:
+                axes[1].errorbar([ts[-1]], [ci["value"]], yerr=[[ci["value"] - ci["lo"]], [ci["hi"] - ci["value"]]],
+                                 color=f"C{i}", capsize=3)
+    ts_all = sorted({r["t"] for r in records})
+    if ts_all:
+        y0 = min(mean(r["sq_err"] for r in records if r["t"] == ts_all[0] and r["kind"] == k) ** 0.5
+                 for k in config["kinds"])
+        axes[0].loglog(ts_all, [y0 * (t / ts_all[0]) ** -0.5 for t in ts_all], "k:", lw=1, label="slope -1/2")
+    axes[0].set_xlabel("edits t (rows)")
+    axes[0].set_ylabel("RMS ||W_t - W_lim||_F over row streams")
+    axes[0].set_title(f"one problem per kind, {summary.get('fits') and next(iter(fits.values()))['n_streams']} "
+                      "row streams (95% bootstrap intervals)")
+    axes[0].legend(fontsize=6)
+    axes[1].axhline(1.0, color="k", lw=1)
+    axes[1].set_xlabel("edits t (rows)")
+    axes[1].set_ylabel("t E||W_t - W_lim||^2 / c*  (c* = tr(M^-1 Q M^-1))")
+    axes[1].set_title("the exact constant (theory: -> 1)")
+    axes[1].legend(fontsize=6)
     return {"convergence": fig}
 
 

@@ -64,12 +64,20 @@ def test_quick_bounds_passes_the_true_editor_and_flags_every_negative_control(qu
         assert g["min_rel_gap"] >= -1e-9, name
 
 
-def test_quick_convergence_slopes_are_near_minus_one_half(quick_results):
-    for key, fit in _summary(quick_results, "convergence")["fits"].items():
-        assert -0.75 < fit["slope_all"] < -0.3, key
+def test_quick_convergence_has_the_theorys_slope_and_constant(quick_results):
+    """One fixed problem, many row streams: the bootstrap interval of the RMS slope contains -1/2 and
+    excludes -1/4 and -1; that of t E||W_t - W_lim||^2 / c* contains 1 (the exact constant)."""
+    fits = _summary(quick_results, "convergence")["fits"]
+    assert set(fits) == {"isotropic/scaled", "isotropic/fixed", "heavytail/scaled", "heavytail/fixed"}
+    for key, fit in fits.items():
+        assert fit["slope_interval_contains_theory"], (key, fit["rms_slope"])
+        assert all(fit["slope_interval_excludes"].values()), (key, fit["rms_slope"])
+        assert fit["ratio_interval_contains_1"], (key, fit["ratio_to_constant"])
+        assert fit["c_star_plugin_over_closed_form"] == pytest.approx(1.0, abs=0.1), key
         assert fit["max_err_over_aposteriori_bound"] <= 1.0, key
         if key.endswith("/scaled"):
-            assert fit["max_rms_err_over_rms_bound"] <= 1.0, key
+            assert fit["max_rms_err_over_apriori_bound"] <= 1.0, key
+            assert fit["apriori_constant_over_c_star"] > 1.0, key  # valid, and looser than the exact constant
 
 
 def test_quick_tradeoff_is_monotone_and_reaches_its_limits(quick_results):

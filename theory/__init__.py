@@ -33,6 +33,7 @@ from .limits import (
     limit_residual,
     noise_level,
     ridge_population_limit,
+    sandwich_constant,
     scaled_limit_rms_bound,
 )
 from .reference import ReferenceError, ReferenceStep, solve_stream
@@ -50,6 +51,7 @@ from .retention import (
 )
 from .tradeoff import (
     anchor_null_basis,
+    anchor_pinned_first_order,
     anchor_pinned_limit,
     full_adherence_limit,
     tradeoff_terms,
@@ -61,6 +63,7 @@ __all__ = [
     "ReferenceError",
     "ReferenceStep",
     "anchor_null_basis",
+    "anchor_pinned_first_order",
     "anchor_pinned_limit",
     "anchor_residual_bound",
     "cohort_retention_bound",
@@ -89,6 +92,7 @@ __all__ = [
     "regret_bound",
     "regulariser",
     "ridge_population_limit",
+    "sandwich_constant",
     "scaled_limit_rms_bound",
     "soft_write_interval",
     "soft_write_interval_from_gram",
