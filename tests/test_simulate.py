@@ -85,6 +85,9 @@ def test_quick_tradeoff_is_monotone_and_reaches_its_limits(quick_results):
     assert s["n_monotonicity_checks"] > 0 and s["n_monotonicity_violations"] == 0
     assert s["rel_dist_largest_mu_to_anchor_pinned_limit"] < 1e-3
     assert s["rel_dist_largest_lam_to_W0"] < 1e-2
+    rate = s["anchor_pinned_rate"]  # O(1/mu), with the exact first-order term
+    assert rate["slope"] == pytest.approx(-1.0, abs=0.05)
+    assert rate["first_order_ratio_at_largest_mu"] == pytest.approx(1.0, abs=0.01)
 
 
 def test_quick_retention_covers_every_editor(quick_results):
