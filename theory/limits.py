@@ -167,7 +167,7 @@ def sandwich_constant(M: Any, Sigma_KK: Any, Delta: Any, noise_var: float, quart
     and t E||W_t - W_lim||_F^2 -> c* = tr(M^{-1} Q M^{-1}) = E[(k^T A k)(k^T B k)] - tr(Delta^T Sigma A
     Sigma Delta) + sigma^2 d_v tr(A Sigma), with A = M^{-2}, B = Delta Delta^T, Sigma = Sigma_KK.
 
-    Proof (README, section 5.3). W_t - W_lim = (A_t / t)^{-1} (1/t) sum_i xi_i (+ a bias
+    Proof (README, section 5, equation 5.3). W_t - W_lim = (A_t / t)^{-1} (1/t) sum_i xi_i (+ a bias
     C_t P (W0 - W_ls) of order 1/t in the fixed case); A_t / t -> M a.s. and (1/sqrt t) sum xi_i
     -> N(0, Q) (central limit theorem), so sqrt(t) (W_t - W_lim) -> M^{-1} Z in distribution, and
     E||M^{-1} Z||^2 = tr(M^{-1} Q M^{-1}) (with uniform integrability: the limit holds for the
