@@ -25,6 +25,16 @@ from theory.tight import (
 from .strategies import MAX_REL_TOL, problems, tolerance
 
 F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Matrices here are tiny: a second torch thread only adds synchronisation (about 10x slower on
+    a loaded two-core machine, measured); one thread, restored after each test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 # Each example streams a whole problem through every check (tens of ms): these tests draw half the
 # profile's examples, so that the default suite stays fast and HYPOTHESIS_PROFILE=thorough still
 # scales them up.

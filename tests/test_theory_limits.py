@@ -19,6 +19,16 @@ from .strategies import MAX_REL_TOL, problems, tolerance
 F64 = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Matrices here are tiny: a second torch thread only adds synchronisation (about 10x slower on
+    a loaded two-core machine, measured); one thread, restored after each test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _exact_sample(Sigma: np.ndarray, W_true: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
     """n rows whose empirical moments are exactly Sigma and Sigma W_true: K = sqrt(n) Q Sigma^{1/2}."""
     Q, _ = np.linalg.qr(rng.standard_normal((n, Sigma.shape[0])))

@@ -12,8 +12,8 @@ The summary counts the monotonicity checks of the theory (g non-increasing and f
 non-decreasing in lam; h non-increasing and f + lam g non-decreasing in mu) and the distances to
 the limits: lam, mu -> 0 (full adherence), lam -> inf (W0), mu -> inf (anchor pinned), and the
 rate of the last one at the smallest lam: the log-log slope of ||W(mu) - W_pin||_F over the largest
-quarter of the mu grid (theory: -1; the upper half is recorded) and mu ||W(mu) - W_pin||_F / ||D1||_F at the largest mu (theory: -> 1,
-D1 the exact first-order term, :func:`theory.anchor_pinned_first_order`).
+quarter of the mu grid (theory: -1; the upper half is recorded) and mu ||W(mu) - W_pin||_F / ||D1||_F
+at the largest mu (theory: -> 1; D1 the exact first-order term, :func:`theory.anchor_pinned_first_order`).
 """
 
 from __future__ import annotations
