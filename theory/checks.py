@@ -14,8 +14,10 @@ Which side comes from where:
 * bound: the functions of :mod:`theory` applied to the stream and the reference.
 
 The check ``optimality`` is first order in the editor's error: ||W - W_t*||_F against
-``OPTIMALITY_FACTOR * eps * kappa_max(t) * ||W_t*||_F``, the forward error a stable float solver
-of A_t W = b_t is allowed (eps of the editor's dtype, kappa_max the largest cond(A_s), s <= t).
+``OPTIMALITY_FACTOR * eps * kappa_max(t) * (||W0||_F + ||W_t* - W0||_F)``, the forward error a
+stable float solver of A_t (W - W0) = B_t is allowed (eps of the editor's dtype, kappa_max the
+largest cond(A_s) or cond(S_s), s <= t, :class:`theory.reference.ReferenceStep`; the scale is
+that of the computed sum W0 + correction).
 The same allowance on W, propagated through each measured quantity, is that check's ``slack``;
 the reference's own relative rounding, OPTIMALITY_FACTOR * eps64 * kappa_max(t), is its ``rel``.
 
@@ -184,7 +186,9 @@ def check_stream(W0: Any, keys: Sequence[Any], values: Sequence[Any], *, lam: fl
         seen_K.append(K)
         seen_V.append(V)
         rho = OPTIMALITY_FACTOR * EPS64 * st.kappa_max  # reference's relative rounding
-        delta = OPTIMALITY_FACTOR * eps * st.kappa_max * _norm(st.W)  # allowed ||W - W_t*||
+        # allowed ||W - W_t*||: an editor computes W0 + (a correction), so the forward error scales
+        # with ||W0|| + ||W_t* - W0|| (>= ||W_t*||; much larger when W_t* is small beside W0)
+        delta = OPTIMALITY_FACTOR * eps * st.kappa_max * (n_W0 + _norm(st.W - W0))
         n_K = spectral_norm(K)
         n_W = _norm(W)
         evalr = _EVAL * EPS64 * (n_K * (n_W + _norm(W_prev)) + _norm(V))
@@ -259,7 +263,7 @@ def check_stream(W0: Any, keys: Sequence[Any], values: Sequence[Any], *, lam: fl
 
         # -- retention, comparator, regret ----------------------------------------------------
         # the reference minimum carries its own W error (second order at the optimum) and rounding
-        jmin_slack = st.norm_A * (rho * _norm(st.W)) ** 2 + _qslack(st.J_min, a_all - root_A * delta)
+        jmin_slack = st.norm_A * (rho * (n_W0 + _norm(st.W - W0))) ** 2 + _qslack(st.J_min, a_all - root_A * delta)
         f_slack = _qslack(F, a_all) + jmin_slack
         yield Check("retention", i, F, st.J_min, _ratio(F, st.J_min), f_slack, rho)
         if i + 1 >= cohort_batches:
@@ -325,7 +329,7 @@ def check_baseline_gap(W0: Any, keys: Sequence[Any], values: Sequence[Any], *, l
         J_r = retention.objective_value(W_r, W0, K_all, V_all, lam=lam, mu=mu, anchor_gram=G)
         J_b = retention.objective_value(W_b, W0, K_all, V_all, lam=lam, mu=mu, anchor_gram=G)
         rho = OPTIMALITY_FACTOR * EPS64 * st.kappa_max
-        delta = rho * _norm(st.W)
+        delta = rho * (_norm(W0) + _norm(st.W - W0))
         root_A = math.sqrt(st.norm_A)
         evalr = _EVAL * EPS64 * (root_A * (_norm(W_r) + _norm(W_b) + 2 * _norm(W0)) + _norm(V_all))
         # J_t(W_rls) exceeds the minimum by at most ||A|| delta^2 (second order at the optimum)
