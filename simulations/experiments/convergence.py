@@ -70,8 +70,8 @@ class Config:
     mu: float = 0.05
     d_k: int = 16
     d_v: int = 4
-    u: int = 10
-    n_rows: int = 20000
+    u: int = 20
+    n_rows: int = 10000
     n_checkpoints: int = 12
     problem_seed: int = 0
     stream_seeds: int = 200
