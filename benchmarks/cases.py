@@ -74,7 +74,7 @@ class ResolveEachBatch:
     """The per-batch re-solve: the same cumulative objective, solved from scratch at every batch.
 
         A_t = A_{t-1} + K_t^T K_t,   b_t = b_{t-1} + K_t^T V_t      (A_0 = lam I, b_0 = lam W0)
-        W_t = A_t^{-1} b_t   by a Cholesky factorisation of A_t      (PAPER.md section 3)
+        W_t = A_t^{-1} b_t   by a Cholesky factorisation of A_t      (docs/method.md section 3)
 
     This is what an editor without the Woodbury recursion pays per batch, O(d_k^3 + d_k^2 d_v):
     MEMIT and AlphaEdit solve a d_k x d_k system per batch, and the authors' released driver
@@ -98,7 +98,7 @@ class ResolveEachBatch:
 
 
 def update_flops(d_k: int, d_v: int, u: int) -> dict[str, int]:
-    """Floating-point operations of one RLSEdit step, per step of PAPER.md section 4.
+    """Floating-point operations of one RLSEdit step, per step of docs/method.md section 4.
 
     A product (m, k) @ (k, n) counts 2 m k n; a Cholesky factorisation of u x u counts u^3 / 3;
     a triangular solve with n right-hand sides counts u^2 n.

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from rlsedit.cli import thread_count
+from rlsedit_cli.args import thread_count
 
 from .cases import batch, random_weight, rls_editor
 

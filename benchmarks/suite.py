@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from rlsedit.config import POSITIVE_INT, Config
 from rlsedit.recursion import initial_inverse
 
 from . import machine, precision
@@ -46,7 +47,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass(frozen=True)
-class BenchConfig:
+class BenchConfig(Config):
     """What one run measures. :data:`QUICK` and :data:`FULL` are the two the CLI offers."""
 
     sizes: tuple[tuple[int, int], ...]  # (d_k, d_v) of the per-batch update cases
@@ -75,26 +76,24 @@ class BenchConfig:
     precision_batches: int = 200
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        for name in ("sizes", "resolve_sizes", "resolve_large", "memory_sizes"):
-            for d_k, d_v in getattr(self, name):
-                if d_k < 1 or d_v < 1:
-                    raise ValueError(f"{name}: sizes must be positive, got {(d_k, d_v)}")
-        if not self.us or min(self.us) < 1:
-            raise ValueError(f"us must be positive batch sizes, got {self.us}")
+    def validate(self) -> None:
+        sizes = ("pairs (d_k, d_v) of positive integers",
+                 lambda v: isinstance(v, tuple) and all(isinstance(s, tuple) and len(s) == 2 and
+                                                         all(isinstance(n, int) and n >= 1 for n in s) for s in v))
+        self.require(sizes, "sizes", "resolve_sizes", "resolve_large", "memory_sizes")
+        self.require(("a non-empty list of positive batch sizes",
+                      lambda v: isinstance(v, tuple) and bool(v) and all(isinstance(u, int) and u >= 1 for u in v)),
+                     "us")
         unknown = set(self.dtypes) - set(DTYPES) | ({self.long_dtype} - set(DTYPES))
         if unknown:
-            raise ValueError(f"unknown dtypes {sorted(unknown)}; choose from {sorted(DTYPES)}")
-        for name in ("repeats", "resolve_repeats", "history_batches", "history_window", "memory_batches",
-                     "long_batches", "long_u", "history_u", "peak_n", "memory_u", "precision_u",
-                     "precision_batches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not all(isinstance(k, bool) for k in self.memory_keep_W0):
-            raise ValueError(f"memory_keep_W0 must hold True or False, got {self.memory_keep_W0}")
+            raise self.bad("dtypes", f"must be among {sorted(DTYPES)} (unknown dtypes {sorted(unknown)})")
+        self.require(POSITIVE_INT, "repeats", "resolve_repeats", "history_batches", "history_window",
+                     "memory_batches", "long_batches", "long_u", "history_u", "peak_n", "memory_u", "precision_u",
+                     "precision_batches")
+        self.require(("true or false for each", lambda v: all(isinstance(k, bool) for k in v)), "memory_keep_W0")
         if self.history_window > 100 or self.history_batches < 100 + self.history_window:
-            raise ValueError("history_window must be <= 100 and history_batches >= 100 + history_window: "
-                             "the windows are around batch 100 and at the end")
+            raise self.bad("history_window", "must be <= 100 with history_batches >= 100 + history_window: "
+                           "the windows are around batch 100 and at the end")
 
 
 QUICK = BenchConfig(sizes=((1024, 256), (4096, 1024)), repeats=3, peak_n=2048, history_batches=10_000,

@@ -2,7 +2,7 @@
 
 The solver core knows nothing of language models: it imports torch and numpy only.
 
-Row convention throughout (PAPER.md section 2): W is (d_k, d_v), keys K are (u, d_k), values V are
+Row convention throughout (docs/method.md section 2): W is (d_k, d_v), keys K are (u, d_k), values V are
 (u, d_v), and V ~ K W. For a torch ``nn.Linear`` the map is ``weight.T``.
 """
 
@@ -14,6 +14,7 @@ from .closed_form import ObjectiveValue, batch_solve, objective
 from .editor import RLSEditor
 from .errors import (
     AnchorError,
+    BatchNotKeptError,
     CheckpointError,
     DTypeError,
     EmptyBatchError,
@@ -29,8 +30,9 @@ from .errors import (
     W0NotKeptError,
 )
 from .health import Health, diagnose
+from .ledger import LedgerEntry, batch_digest
 from .registry import EDITORS, editor_from_state_dict, make_editor
-from .stream import SyntheticStream, run_stream
+from .stream import GaussianStream, run_stream
 
 __version__ = "0.1.0"
 
@@ -39,13 +41,16 @@ __all__ = [
     "AlphaEditEditor",
     "Anchor",
     "AnchorError",
+    "BatchNotKeptError",
     "CheckpointError",
     "DTypeError",
     "Editor",
     "EmptyBatchError",
     "FTEditor",
     "FactorizationError",
+    "GaussianStream",
     "Health",
+    "LedgerEntry",
     "MEMITEditor",
     "MissingCheckpointError",
     "NoUniqueSolutionError",
@@ -59,11 +64,11 @@ __all__ = [
     "RefactorizationError",
     "ShapeError",
     "StateDictError",
-    "SyntheticStream",
     "UpdateRecord",
     "W0NotKeptError",
     "__version__",
     "atomic_write",
+    "batch_digest",
     "batch_solve",
     "diagnose",
     "editor_from_state_dict",

@@ -1,4 +1,4 @@
-"""The anchor mapping (K0, V0) of PAPER.md section 2, kept as its sufficient statistics.
+"""The anchor mapping (K0, V0) of docs/method.md section 2, kept as its sufficient statistics.
 
 The anchor term mu ||K0 W - V0||_F^2 enters the normal equations only through
 

@@ -26,8 +26,13 @@ from .errors import DTypeError, ParameterError, RLSEditError, ShapeError, W0NotK
 
 # Version 1 holds either the tensor "W0" or, for an editor built with keep_W0=False, the string
 # "W0_fingerprint" in its place. States with W0 are unchanged from before keep_W0 existed; a reader
-# that predates it refuses a fingerprint-only state as missing 'W0', so the version stays 1.
-STATE_FORMAT_VERSION = 1
+# that predates it refuses a fingerprint-only state as missing 'W0', so the version stayed 1.
+# Version 2 adds RLSEditor's ledger of applied batches (rlsedit.ledger). A version-1 reader would
+# ignore the ledger's entries and retract unverified, so the version was raised: it refuses a
+# version-2 state. Version-1 states are still read (RLSEditor: see RLSEditor.from_state_dict);
+# the other editors' states are the same in both versions.
+STATE_FORMAT_VERSION = 2
+READABLE_STATE_VERSIONS = (1, 2)
 _FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
 
 
@@ -53,12 +58,16 @@ class UpdateRecord:
         rows: u, the number of key/value rows in the batch.
         residual_before: ||V - K W||_F before the call.
         residual_after: ||V - K W||_F after the call.
+        batch_id: RLSEditor: the id of the batch in the editor's ledger (the one ``update`` gave
+            it, also in a retraction's record); pass it to ``retract_by_id``. Unlike ``batch`` it is
+            never reused. None for the editors that cannot retract.
     """
 
     batch: int
     rows: int
     residual_before: float
     residual_after: float
+    batch_id: int | None = None
 
 
 class StateDictError(RLSEditError, ValueError):
@@ -153,18 +162,29 @@ class Editor(ABC):
         return as_batch(K, V, d_k=self.d_k, d_v=self.d_v, dtype=self.dtype, device=self.device)
 
     def update(self, K: Any, V: Any) -> UpdateRecord:
-        """Apply one batch: keys K (u, d_k), values V (u, d_v). Returns an :class:`UpdateRecord`.
+        """Apply one batch: keys K (u, d_k), values V (u, d_v). Returns an :class:`UpdateRecord`
+        (for RLSEditor with the batch's ``batch_id`` in its ledger of applied batches).
 
         Inputs are validated first and never modified; if the call raises, the editor's state is
         exactly as it was before.
         """
         K, V = self._batch(K, V)
+        pending = self._prepare_record(K, V)
         before, after = self._update(K, V)
-        record = UpdateRecord(self.n_batches, K.shape[0], before, after)
+        batch_id = self._commit_record(pending)
+        record = UpdateRecord(self.n_batches, K.shape[0], before, after, batch_id)
         self.n_batches += 1
         self.n_rows += K.shape[0]
         self._after_update(K, V)
         return record
+
+    def _prepare_record(self, K: torch.Tensor, V: torch.Tensor) -> Any:
+        """Before the step: whatever recording the batch needs that can fail (RLSEditor: its digest)."""
+        return None
+
+    def _commit_record(self, pending: Any) -> int | None:
+        """After the step: record the applied batch (must not fail); returns its id, or None."""
+        return None
 
     def _needs_W0(self) -> str | None:
         """Why this editor reads W0 after construction (so it cannot drop it), or None."""
@@ -227,10 +247,10 @@ class Editor(ABC):
                 f"state was saved by editor {state.get('editor')!r}, not {cls.name!r}"
             )
         version = state.get("format_version")
-        if isinstance(version, bool) or not isinstance(version, int) or version != STATE_FORMAT_VERSION:
+        if isinstance(version, bool) or not isinstance(version, int) or version not in READABLE_STATE_VERSIONS:
             raise StateDictError(
-                f"state format version {state.get('format_version')!r} is not "
-                f"{STATE_FORMAT_VERSION}, the one this version of rlsedit reads"
+                f"state format version {state.get('format_version')!r} is not one of "
+                f"{READABLE_STATE_VERSIONS}, the ones this version of rlsedit reads"
             )
         keeps_W0 = "W0_fingerprint" not in state
         if not keeps_W0 and "W0" in state:

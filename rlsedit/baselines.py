@@ -1,4 +1,4 @@
-"""Baseline editors behind the :class:`rlsedit.base.Editor` interface, in PAPER.md's notation.
+"""Baseline editors behind the :class:`rlsedit.base.Editor` interface, in docs/method.md's notation.
 
 All work in the row convention V ~ K W (W is d_k x d_v, K is u x d_k). The prior matrix
 A_0 = lam I + mu G (G = K0^T K0, the anchor Gram, e.g. n_w E[k k^T]) and C_0 = A_0^{-1} are the
@@ -46,7 +46,7 @@ class MEMITEditor(Editor):
             = W_{t-1} + C_0 K_t^T (I + K_t C_0 K_t^T)^{-1} (V_t - K_t W_{t-1})
 
     which is RLSEdit's step from (C_0, W_{t-1}): "RLSEdit restarted from C_0 at every batch"
-    (PAPER.md section 4). The anchor preserves the *current* map on the anchor keys (MEMIT's
+    (docs/method.md section 4). The anchor preserves the *current* map on the anchor keys (MEMIT's
     mom2 term), so it takes only the anchor's keys or Gram, never anchor values.
     """
 

@@ -5,7 +5,7 @@ the editor's buffers, e.g. RLSEditor's ``C``), stored bit for bit; an editor bui
 ``keep_W0=False`` has no ``W0`` tensor and stores W0's fingerprint in ``state`` instead. Its
 metadata (strings) holds
 
-    format            "rlsedit-checkpoint", format_version "1"
+    format            "rlsedit-checkpoint", format_version "2" (files of version "1" are read too)
     rlsedit_version   the package version that wrote it; torch_version likewise
     editor            the editor's name ("rlsedit", "memit", ...)
     state             JSON of the state's scalars: hyperparameters, n_rows, n_batches, and with
@@ -26,9 +26,18 @@ against the tensors it declares, the checksum, and what the caller expects (edit
 W0, or W0's fingerprint); anything that does not match raises :class:`~rlsedit.errors.CheckpointError`
 saying what.
 
-The format version stays "1" with ``keep_W0=False``: a checkpoint with W0 is byte for byte what it
+The format version stayed "1" with ``keep_W0=False``: a checkpoint with W0 is byte for byte what it
 was before the option existed, and a reader that predates it refuses one without W0 (its state
 "misses ['W0']") rather than misreading it.
+
+Version "2" holds a state of format version 2: for RLSEditor, the ledger of applied batches
+(:mod:`rlsedit.ledger`; the int64 tensors ``ledger_ids`` and ``ledger_rows``, the uint8
+``ledger_digests``, with ``keep_batches`` the kept batches ``kept_K`` and ``kept_V``, and three
+scalars in ``state``). The version was raised because a version-1 reader would load such a file
+and drop the ledger without a word; it refuses a version-"2" file instead. A version-"1" file is
+still read: its RLSEditor has no ledger and counts the batches it holds as unrecorded
+(:meth:`rlsedit.RLSEditor.from_state_dict` says what retraction does with them). The file's
+version and its state's ``format_version`` must agree.
 """
 
 from __future__ import annotations
@@ -50,7 +59,9 @@ from .base import Editor, weight_fingerprint
 from .errors import CheckpointError, MissingCheckpointError, RLSEditError
 
 FORMAT = "rlsedit-checkpoint"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+# The file versions this rlsedit reads, and the state format version each one holds.
+READABLE_FORMAT_VERSIONS = {"1": 1, "2": 2}
 _REQUIRED = ("format", "format_version", "rlsedit_version", "editor", "state", "dtype", "shape",
              "tensors", "strides", "checksum", "extra")
 _CHUNK = 1 << 24  # 16 MiB per write call
@@ -253,10 +264,10 @@ def read_header(path: Path | str) -> tuple[dict[str, str], dict[str, Any]]:
     missing = [k for k in _REQUIRED if k not in metadata]
     if missing:
         raise CheckpointError(f"{path}: checkpoint metadata misses {missing}")
-    if metadata["format_version"] != FORMAT_VERSION:
+    if metadata["format_version"] not in READABLE_FORMAT_VERSIONS:
         raise CheckpointError(
             f"{path} has checkpoint format version {metadata['format_version']!r}; this rlsedit reads "
-            f"{FORMAT_VERSION!r}"
+            f"{' and '.join(repr(v) for v in READABLE_FORMAT_VERSIONS)}"
         )
     end = 0
     for name, entry in header.items():
@@ -341,6 +352,12 @@ def load_checkpoint(path: Path | str, *, editor: str | None = None, shape: tuple
     state = _loads(path, metadata, "state")
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: checkpoint metadata 'state' is not a JSON object")
+    expected_state = READABLE_FORMAT_VERSIONS[metadata["format_version"]]
+    if state.get("format_version") != expected_state:
+        raise CheckpointError(
+            f"{path}: a checkpoint of format version {metadata['format_version']!r} holds a state of "
+            f"format version {expected_state}, but its state says {state.get('format_version')!r}"
+        )
     state.update(tensors)
     try:
         ed = EDITORS[name].from_state_dict(state)

@@ -1,4 +1,4 @@
-"""The batch oracle: PAPER.md's objective and its closed-form minimiser, solved from scratch.
+"""The batch oracle: docs/method.md's objective and its closed-form minimiser, solved from scratch.
 
     J(W) = sum_i ||K_i W - V_i||_F^2 + lam ||W - W0||_F^2 + mu ||K0 W - V0||_F^2      (section 2)
     W*   = (lam I + mu G + sum_i K_i^T K_i)^{-1} (lam W0 + mu X + sum_i K_i^T V_i)      (section 3)
@@ -61,7 +61,7 @@ def batch_solve(
     anchor_cross: Any = None,
     dtype: Any = None,
 ) -> torch.Tensor:
-    """Minimise J(W) in closed form (PAPER.md section 3). Returns W* (d_k, d_v).
+    """Minimise J(W) in closed form (docs/method.md section 3). Returns W* (d_k, d_v).
 
     Args:
         W0: pre-trained weight (d_k, d_v), row convention V ~ K W.
@@ -142,7 +142,7 @@ def objective(
     anchor_gram: Any = None,
     anchor_cross: Any = None,
 ) -> ObjectiveValue:
-    """Evaluate J(W) = edits + lam * ||W - W0||^2 + mu * anchor residual (PAPER.md section 2).
+    """Evaluate J(W) = edits + lam * ||W - W0||^2 + mu * anchor residual (docs/method.md section 2).
 
     The returned ``weights`` and ``anchor`` terms include their factors lam and mu; the anchor
     residual without mu is :func:`anchor_residual`. Everything is accumulated in float64.

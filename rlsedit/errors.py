@@ -44,7 +44,21 @@ class FactorizationError(RLSEditError, ArithmeticError):
 
 
 class NotAppliedError(RLSEditError, ValueError):
-    """A batch given to ``retract`` cannot have been applied to this state."""
+    """A batch given to ``retract`` or ``replace`` cannot be taken out of this state.
+
+    Raised when the editor's ledger of applied batches holds no batch with exactly these keys and
+    values (never applied, or already retracted as often as it was applied), for a batch id that is
+    not in the ledger, and when the math shows the batch cannot have been applied
+    (I - K C K^T not positive definite).
+    """
+
+
+class BatchNotKeptError(RLSEditError, LookupError):
+    """A batch was asked for by id, but the editor keeps only its digest, not the batch itself.
+
+    Build the editor with ``keep_batches=True`` to retract or replace by id, or pass the batch's
+    keys and values.
+    """
 
 
 class CheckpointError(RLSEditError, ValueError):

@@ -1,4 +1,4 @@
-"""Numerical health of the recursion's state over long streams (PAPER.md sections 3-4).
+"""Numerical health of the recursion's state over long streams (docs/method.md sections 3-4).
 
 Symbols as in :mod:`rlsedit.recursion`: C = A^{-1} (d_k, d_k), W (d_k, d_v), a batch K (u, d_k),
 V (u, d_v), the anchor Gram G and cross term X, and the information matrix and right-hand side

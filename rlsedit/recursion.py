@@ -1,4 +1,4 @@
-"""The online recursion of PAPER.md sections 3-4, as pure functions on (C, W).
+"""The online recursion of docs/method.md sections 3-4, as pure functions on (C, W).
 
 Symbols (row convention, V ~ K W):
 
@@ -33,7 +33,7 @@ class Step:
     """What one recursion step produced.
 
     ``residual_before`` is ||V - K W_{t-1}||_F; ``residual_after`` is ||V - K W_t||_F, evaluated
-    through the soft-write identity V - K W_t = S^{-1} (V - K W_{t-1}) (PAPER.md section 4).
+    through the soft-write identity V - K W_t = S^{-1} (V - K W_{t-1}) (docs/method.md section 4).
     """
 
     C: torch.Tensor
@@ -44,7 +44,7 @@ class Step:
 
 def prior_precision(d_k: int, lam: float, mu: float, anchor: Anchor | None,
                     dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A_0 = lam I + mu G   (PAPER.md section 3, the regularisers' part of the normal matrix)."""
+    """A_0 = lam I + mu G   (docs/method.md section 3, the regularisers' part of the normal matrix)."""
     A0 = torch.zeros(d_k, d_k, dtype=dtype, device=device)
     if anchor is not None and mu != 0.0:
         A0.add_(anchor.gram, alpha=mu)
@@ -70,7 +70,7 @@ def cholesky_or_raise(A: torch.Tensor, lam: float, what: str) -> torch.Tensor:
 
 def initial_inverse(d_k: int, lam: float, mu: float, anchor: Anchor | None,
                     dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """C_0 = (lam I + mu K0^T K0)^{-1}   (PAPER.md section 4, first line). Costs O(d_k^3), once.
+    """C_0 = (lam I + mu K0^T K0)^{-1}   (docs/method.md section 4, first line). Costs O(d_k^3), once.
 
     At most two d_k x d_k matrices are alive at once: A_0 is freed once factored, the factor once
     inverted, and the inverse is symmetrised in place (:func:`symmetrize_`).
@@ -105,7 +105,7 @@ def symmetrize_(A: torch.Tensor, block: int = 1024) -> torch.Tensor:
 
 
 def initial_solution(C0: torch.Tensor, W0: torch.Tensor, mu: float, anchor: Anchor | None) -> torch.Tensor:
-    """W_0* = C_0 (lam W0 + mu X) = W0 + mu C_0 (X - G W0)   (PAPER.md section 3 with no edits).
+    """W_0* = C_0 (lam W0 + mu X) = W0 + mu C_0 (X - G W0)   (docs/method.md section 3 with no edits).
 
     Written as a correction of W0, so that W_0* = W0 exactly when V0 = K0 W0.
     """
@@ -183,7 +183,7 @@ def _downdate_factor(F: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
 
 def rls_write(C: torch.Tensor, W: torch.Tensor, K: torch.Tensor, V: torch.Tensor, *,
               inplace: bool = False) -> Step:
-    """W_t = W_{t-1} + F S^{-1} (V - K W_{t-1}),  F = C K^T,  S = I + K F   (PAPER.md section 4).
+    """W_t = W_{t-1} + F S^{-1} (V - K W_{t-1}),  F = C K^T,  S = I + K F   (docs/method.md section 4).
 
     Writes W only; the returned :class:`Step` carries the input C unchanged. This is the step of
     an editor that does not accumulate (MEMIT restarts from C_0 at every batch).
@@ -195,7 +195,7 @@ def rls_write(C: torch.Tensor, W: torch.Tensor, K: torch.Tensor, V: torch.Tensor
 
 def rls_update(C: torch.Tensor, W: torch.Tensor, K: torch.Tensor, V: torch.Tensor, *,
                inplace: bool = False) -> Step:
-    """One batch of the Woodbury recursion (PAPER.md section 4):
+    """One batch of the Woodbury recursion (docs/method.md section 4):
 
         F = C K^T,  S = I + K F = R^T R,  G = F R^{-1}
         C_t = C_{t-1} - G G^T
@@ -218,7 +218,7 @@ def rls_update(C: torch.Tensor, W: torch.Tensor, K: torch.Tensor, V: torch.Tenso
 
 def rls_retract(C: torch.Tensor, W: torch.Tensor, K: torch.Tensor, V: torch.Tensor, *,
                 inplace: bool = False) -> Step:
-    """Remove a batch that was applied before: the inverse Woodbury step (PAPER.md section 4).
+    """Remove a batch that was applied before: the inverse Woodbury step (docs/method.md section 4).
 
         F = C K^T,  T = I - K F = R^T R,  G = F R^{-1}
         C_{t-1} = C_t + C K^T (I - K C K^T)^{-1} K C = C_t + G G^T

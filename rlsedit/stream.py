@@ -8,7 +8,7 @@ the last. The checkpoint holds the editor's state bit for bit, and a batch depen
 position, so a run killed at any point (between batches or inside a checkpoint write) and resumed
 ends with the same W, bitwise, as an uninterrupted run on the same dtype, device and thread count.
 
-:class:`SyntheticStream` is such a stream of random Gaussian edits, for solver-level runs and tests.
+:class:`GaussianStream` is such a stream of random Gaussian edits, for solver-level runs and tests.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Stream(Protocol):
 
 
 @dataclass(frozen=True)
-class SyntheticStream:
+class GaussianStream:
     """Batches of Gaussian keys (scaled by 1/sqrt(d_k)) and values; batch t is seeded by (seed, t)."""
 
     d_k: int

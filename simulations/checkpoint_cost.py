@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import rlsedit
-from rlsedit.cli import thread_count
+from rlsedit_cli.args import thread_count
 
 
 def main(argv: list[str] | None = None) -> int:

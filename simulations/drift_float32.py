@@ -4,7 +4,7 @@ periodic re-factorisation (docs/reliability.md, "Numerical health").
 One synthetic stream of ``--edits`` edit rows at (d_k, d_v) is fed to float32 editors twice: one
 row at a time (rank-1 updates) and in batches of ``--batch``, each with ``refactor_every`` off and
 set to ``--refactor-rows`` rows. At ``--checkpoints`` evenly spaced points the editors' W and C are
-compared with the float64 batch solution W* = W0 + A^{-1} B, C* = A^{-1} (PAPER.md section 3),
+compared with the float64 batch solution W* = W0 + A^{-1} B, C* = A^{-1} (docs/method.md section 3),
 accumulated here independently of the editor, and C's health is recorded.
 
 The problem imitates an LLM layer: keys with covariance Sigma = U diag(s) U^T, s log-spaced over
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 import rlsedit
-from rlsedit.cli import thread_count
+from rlsedit_cli.args import thread_count
 
 
 def make_problem(d_k: int, d_v: int, n: int, decades: float, seed: int):

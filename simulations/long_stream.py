@@ -2,7 +2,7 @@
 
 One stream of ``--edits`` (default 100,000) edits in batches of ``--batch`` (100) into a float32
 RLSEditor at d_k x d_v = 14336 x 4096, compared at ``--checkpoints`` points with the float64 batch
-solution W* = W0 + A^{-1} B (PAPER.md section 3; A and B accumulated here in float64, independently
+solution W* = W0 + A^{-1} B (docs/method.md section 3; A and B accumulated here in float64, independently
 of the editor), with C's health (symmetry error, extreme eigenvalue estimates, definiteness)
 recorded at each point. One JSON line per checkpoint goes to ``--out`` as it is reached.
 
@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 import rlsedit
-from rlsedit.cli import thread_count
+from rlsedit_cli.args import thread_count
 
 
 def main(argv: list[str] | None = None) -> int:

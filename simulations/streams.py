@@ -55,7 +55,7 @@ class StreamConfig:
         drift_batches: batches over which drift moves from the first basis to the second.
         pool: number of distinct keys (repeated, conflicting).
         conflict: std of the fresh value noise of conflicting edits.
-        n_anchor: anchor Gram scale: G = n_anchor * Sigma_A (n_w of PAPER.md section 2).
+        n_anchor: anchor Gram scale: G = n_anchor * Sigma_A (n_w of docs/method.md section 2).
         anchor_alpha: power-law exponent of Sigma_A's spectrum.
         anchor_rank: if > 0, Sigma_A keeps only its top anchor_rank eigenvalues (a true null space).
         seed: seeds W0, W_true, the bases and the anchor; the rows use ``seed`` and a stream index.

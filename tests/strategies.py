@@ -155,3 +155,20 @@ def assert_unchanged(ed, before: dict) -> None:
     assert after.keys() == before.keys()
     for k, v in before.items():
         assert torch.equal(after[k], v) if isinstance(v, torch.Tensor) else after[k] == v, k
+
+
+def retraction_kappa(p: Problem, drop: int) -> float:
+    """The condition number that scales the error of retracting batch ``drop`` after all of ``p``'s.
+
+    The retracted state is the solution of A_kept = A_t - K^T K from data (C_t, W_t) that already
+    carry the stream's rounding (relative eps * kappa_stream), so the condition numbers multiply
+    (kappa_stream * cond(A_kept)). On top, T = I - K C_t K^T = S^{-1} is formed by cancellation
+    (K C_t K^T = I - S^{-1} is close to I when S is large): its relative error is ||S|| times C_t's,
+    and the step divides by T, so the amplification is ||S||^2 (>= cond(S) ||S||, as S >= I).
+    cond(S) alone misses it when u = 1 (a hypothesis-found float32 case: d_k = 1, ||S|| = 57, error
+    1.3e4 eps where cond(S) = 1).
+    """
+    K, _ = p.batches[drop]
+    A_kept = p.normal_matrix() - K.T @ K
+    S = np.eye(K.shape[0]) + K @ np.linalg.solve(A_kept, K.T)
+    return p.kappa() * float(np.linalg.cond(A_kept)) * float(np.linalg.norm(S, 2)) ** 2

@@ -1,4 +1,4 @@
-"""Precise statements of RLSEdit's bounds and limits (PAPER.md section 5), as functions that compute them.
+"""Precise statements of RLSEdit's bounds and limits (docs/method.md section 5), as functions that compute them.
 
 Each function's docstring gives the statement, its assumptions, a short proof and where the bound
 is tight; the longer proofs are in ``theory/README.md``. Everything is float64. The measured side of

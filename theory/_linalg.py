@@ -61,7 +61,7 @@ def sym_eigvalsh(M: torch.Tensor) -> torch.Tensor:
 
 
 def prior_matrix(d_k: int, lam: float, mu: float, anchor_gram: Any) -> torch.Tensor:
-    """P = lam I + mu G, the regularisers' part of the normal matrix (PAPER.md section 3)."""
+    """P = lam I + mu G, the regularisers' part of the normal matrix (docs/method.md section 3)."""
     P = lam * torch.eye(d_k, dtype=DTYPE)
     if anchor_gram is not None and mu != 0.0:
         P = P + mu * as64(anchor_gram, "anchor_gram")

@@ -1,4 +1,4 @@
-"""Deviation bounds of RLSEdit (PAPER.md section 5), each a function of the stream and the parameters.
+"""Deviation bounds of RLSEdit (docs/method.md section 5), each a function of the stream and the parameters.
 
 Notation (row convention, V ~ K W; proofs in ``theory/README.md``):
 
@@ -6,7 +6,7 @@ Notation (row convention, V ~ K W; proofs in ``theory/README.md``):
     R_i = V_i - K_i W0      the edits' residuals at the pre-trained weight
     E_t = sum_i ||R_i||_F^2  the edits' energy at W0;   r_0 = ||K0 W0 - V0||_F^2
     B_t = sum_i K_i^T R_i + mu (X - G W0)   (X = K0^T V0; the second term is 0 when V0 = K0 W0)
-    W_t = W0 + C_t B_t      the minimiser of J_t (PAPER.md section 3)
+    W_t = W0 + C_t B_t      the minimiser of J_t (docs/method.md section 3)
 
 Every function returns the bound (a float); the quantity it bounds is computed by the matching
 ``measured_*`` helper or by the caller from the editor's state, so an experiment can report

@@ -1,4 +1,4 @@
-"""The many-edits limit (PAPER.md section 5) and its convergence rate.
+"""The many-edits limit (docs/method.md section 5) and its convergence rate.
 
 Setting. Edit rows (k, v) are i.i.d. with second moments Sigma_KK = E[k k^T] (d_k, d_k) and
 Sigma_KV = E[k v^T] (d_k, d_v); t counts edit *rows* (the objective is a sum over rows, so how the

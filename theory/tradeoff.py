@@ -1,4 +1,4 @@
-"""The adherence/preservation trade-off as lam and mu vary (PAPER.md section 5; proofs in README, section 6).
+"""The adherence/preservation trade-off as lam and mu vary (docs/method.md section 5; proofs in README, section 6).
 
 For a fixed stream write J(W) = f(W) + lam g(W) + mu h(W) with f = sum_i ||K_i W - V_i||^2
 (adherence: small is good), g = ||W - W0||^2 (parameter-space preservation) and

@@ -1,6 +1,6 @@
 """Experiment 5: wall-clock cost of one RLSEdit update versus history length and versus batch size.
 
-PAPER.md section 4: one batch of u edits costs O(d_k^2 u + d_k d_v u + u^3), independent of how
+docs/method.md section 4: one batch of u edits costs O(d_k^2 u + d_k d_v u + u^3), independent of how
 many batches came before. Two sweeps, each timing ``RLSEditor.update`` with
 ``time.perf_counter`` (median over ``repeats`` updates):
 

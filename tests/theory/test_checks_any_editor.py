@@ -13,11 +13,10 @@ from hypothesis import assume, given, settings
 
 import rlsedit
 from simulations.streams import make_stream
+from tests.strategies import MAX_REL_TOL, problems, tolerance
 from theory.checks import CONSISTENCY_IDENTITIES, check_stream
 from theory.mutants import NEGATIVE_CONTROLS, DoNothingEditor, FlippedDowndateEditor, PerturbedEditor, make_control
 from theory.reference import ReferenceError, solve_stream
-
-from ..strategies import MAX_REL_TOL, problems, tolerance
 
 F64 = torch.float64
 HALF = settings(max_examples=max(10, settings.default.max_examples // 2))

@@ -16,10 +16,9 @@ from hypothesis import strategies as st
 import rlsedit
 import theory
 from simulations.streams import make_stream
+from tests.strategies import MAX_REL_TOL, problems, tolerance
 from theory.checks import check_stream
 from theory.tight import ALL_TIGHT, retention_break_stream
-
-from ..strategies import MAX_REL_TOL, problems, tolerance
 
 F64 = torch.float64
 RTOL = 1e-9

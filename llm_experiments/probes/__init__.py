@@ -1,1 +1,0 @@
-"""Exploratory probes: short scripts that check an assumption; replaced by the real machinery later."""
