@@ -32,12 +32,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from rlsedit.config import Config as BaseConfig
+
 KINDS = ("isotropic", "powerlaw", "lowrank", "heavytail", "anchored", "drift", "repeated", "conflicting")
 VALUE_MODES = ("truth", "arbitrary")
 
 
 @dataclass(frozen=True)
-class StreamConfig:
+class StreamConfig(BaseConfig):
     """A synthetic stream, validated on construction.
 
     Attributes:
@@ -81,7 +83,7 @@ class StreamConfig:
     anchor_rank: int = 0
     seed: int = 0
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.values not in VALUE_MODES:

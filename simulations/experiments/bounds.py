@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 import rlsedit
+from rlsedit.config import Config as BaseConfig
 from simulations.streams import KINDS, make_stream
 from theory import least_squares_limit, ridge_population_limit
 from theory.checks import (
@@ -59,7 +60,7 @@ RETENTION_BOUNDS = tuple(b for b in BOUND_NAMES if b.startswith(("retention", "c
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(BaseConfig):
     """Options of the bounds experiment (``--set KEY=VALUE``; lists are comma-separated).
 
     kinds: stream kinds (simulations.streams.KINDS); regularisers: "lam:mu" pairs; d_k, d_v, u:
@@ -96,7 +97,7 @@ class Config:
     tight: bool = True
     tolerance: float = 1e-9
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         check_positive(self, "d_k", "d_v", "u", "n_batches", "seeds", "key_scales", "tolerance", "cohort_batches",
                        "block", "alpha_l2")
         bad = [k for k in self.kinds if k not in KINDS]

