@@ -24,10 +24,11 @@ path, its metadata), ``metrics.jsonl`` (one line per edited batch, :meth:`BatchR
 ``checkpoints/`` (the editors' states, :meth:`EditingSession.save_checkpoint`), ``after_stream/`` and
 ``along_stream/`` (the protocols' own files) and ``summary.json``: ``efficacy``, ``generalization``,
 ``specificity``, ``fluency``, ``consistency`` in percent as in the paper's table (fluency is 100 x
-the entropy in bits), their standard errors, the timing, and for a tiny model its general capability
-before and after the stream (:mod:`llm_experiments.evaluate.world_capability`; also at every
-along-stream checkpoint). Figures and tables are drawn from these files only
-(:mod:`llm_experiments.table`).
+the entropy in bits), their standard errors, ``absent`` (each table metric the run cannot report,
+with the reason: e.g. Consistency for requests without reference texts), the timing, and for a tiny
+model its general capability before and after the stream
+(:mod:`llm_experiments.evaluate.world_capability`; also at every along-stream checkpoint). Figures
+and tables are drawn from these files only (:mod:`llm_experiments.table`).
 """
 
 from __future__ import annotations
@@ -286,8 +287,10 @@ class ExperimentConfig(Config):
             editor = given.get("editor", config.editing.editor)
             if preset_name is not None:
                 editing = preset(preset_name, editor)
-            elif editor != config.editing.editor:
-                editing = config.editing.replace(editor=editor, editor_options=preset("tiny", editor).editor_options)
+            elif editor != config.editing.editor:  # keep the options both editors take (rlsedit -> memit: lam, mu)
+                defaults = preset("tiny", editor).editor_options
+                kept = {k: config.editing.editor_options.get(k, v) for k, v in defaults.items()}
+                editing = config.editing.replace(editor=editor, editor_options=kept)
             else:
                 editing = config.editing
             sections = {name: getattr(config, name).to_dict() for name in ("model", "data", "evaluation")}
@@ -478,8 +481,8 @@ def read_inputs(config: ExperimentConfig) -> RunInputs:
                 raise _bad("tfidf", data.tfidf, str(exc)) from exc
         elif wants and docs:
             tfidf = TfidfStats.fit(docs)
-        if wants and tfidf is None:
-            raise _bad("generation", True, f"{data.source} has no reference texts for Consistency")
+        # without reference texts (a CounterFact file without --snippets, MQuAKE, ...) Fluency is still
+        # measured and Consistency is reported absent with the reason (summary.json's "absent")
     texts = None if data.stats_corpus is None else _read_corpus(data.stats_corpus)
     if not config.model.tiny:
         try:
@@ -575,26 +578,8 @@ def _kept_lines(path: Path, n_edits: int) -> list[dict]:
     return [r for r in rows if r["n_edits"] <= n_edits]
 
 
-def run_edit(config: ExperimentConfig, out_dir: str | Path, *, progress: bool = True, resume: bool = False) -> dict:
-    """Make the run described by ``config`` into ``out_dir`` and return its summary.
-
-    ``out_dir`` must be new or empty, unless ``resume``: then it holds an interrupted run of the
-    same ``config`` (see :func:`read_run_config`), which continues from its last checkpoint (the
-    editors' states; the batches after it are edited again, and the along-stream checkpoints after
-    it are evaluated again). The result is the one an uninterrupted run gives.
-    """
-    from tqdm.auto import tqdm
-
-    from llm_experiments.edit.session import EditingSession
-    from llm_experiments.edit.statistics import TextCorpus, get_second_moments
-    from llm_experiments.evaluate.protocols import (
-        AlongStreamConfig,
-        EvaluationConfig,
-        StreamRecorder,
-        evaluate_after_stream,
-    )
-
-    out = Path(out_dir)
+def _check_out_dir(config: ExperimentConfig, out: Path, resume: bool) -> None:
+    """A new or empty folder; with ``resume``, the folder of an interrupted run of this config."""
     if out.exists() and not out.is_dir():
         raise EditRunError(f"{out}: the output directory is a file")
     if resume:
@@ -609,122 +594,188 @@ def run_edit(config: ExperimentConfig, out_dir: str | Path, *, progress: bool = 
     elif out.exists() and any(out.iterdir()):
         raise EditRunError(f"{out}: output directory exists and is not empty (results are never overwritten; "
                            "--resume continues an interrupted run)")
+
+
+def _second_moments(config: ExperimentConfig, target: LoadedTarget, progress: bool):
+    """E[kk^T] of the edited layers, from the cache (keyed by content) or computed into it."""
+    from llm_experiments.edit.statistics import (
+        StatsCacheMismatchError,
+        StatsFormatError,
+        TextCorpus,
+        get_second_moments,
+    )
+
+    data = config.data
+    corpus_id = "world training texts" if data.stats_corpus is None else Path(data.stats_corpus).name
+    corpus = TextCorpus(texts=target.corpus_texts, corpus_id=corpus_id)
+    # keyed by content (weights fingerprint, layer, corpus, tokens): one folder for every model
+    stats_dir = Path(config.cache_dir).expanduser() / "stats"
+    try:
+        return get_second_moments(target.model, target.tokenizer, config.editing.layers, corpus, stats_dir,
+                                  max_tokens=data.stats_tokens, progress=progress)
+    except (StatsCacheMismatchError, StatsFormatError, OSError) as exc:
+        raise _bad("cache_dir", config.cache_dir, f"the statistics cache cannot be used ({exc}); delete the "
+                   "file named, or give another --cache") from exc
+
+
+class _Evaluation:
+    """The run's evaluation: the along-stream record (when asked) and the time spent evaluating."""
+
+    def __init__(self, config: ExperimentConfig, target: LoadedTarget, out: Path, *, resume_at: int | None) -> None:
+        from llm_experiments.evaluate.protocols import AlongStreamConfig, EvaluationConfig, StreamRecorder
+
+        editing, evaluation, data = config.editing, config.evaluation, config.data
+        self.target, self.plan, self.seconds = target, evaluation, 0.0
+        self.run_config = {"config": config.to_dict()}
+        self.per_request = EvaluationConfig(dataset="zsre" if data.dataset == "zsre" else "counterfact",
+                                            generation=evaluation.generation, max_length=evaluation.max_length,
+                                            generation_every=evaluation.generation_every)
+        self.recorder = None
+        self.n = len(target.requests)
+        if evaluation.along_stream:
+            stream = AlongStreamConfig(
+                edit_batch_size=editing.batch_size,
+                checkpoint_every=evaluation.checkpoint_every or data.n_edits * editing.batch_size,
+                cohort_batches=evaluation.cohort_batches, edited_every=evaluation.along_every)
+            self.recorder = StreamRecorder(
+                out / "along_stream", target.requests, self.per_request.replace(generation=evaluation.along_generation),
+                stream, tfidf=target.tfidf, capability=target.capability, run_config=self.run_config,
+                resume_at=resume_at)
+            self.cohort_sizes = {min(s, self.n) for s in stream.cohort_sizes().values()}
+
+    def due(self, n_edits: int) -> bool:
+        """Whether the along-stream record has a checkpoint after ``n_edits`` edits."""
+        every = self.plan.checkpoint_every
+        return self.recorder is not None and (n_edits in self.cohort_sizes or n_edits == self.n
+                                              or bool(every and n_edits % every == 0))
+
+    def _timed(self, fn):
+        t0 = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def checkpoint(self, model, n_edits: int) -> None:
+        self._timed(lambda: self.recorder.checkpoint(model, self.target.tokenizer, n_edits))
+
+    def start(self, session, position: int) -> dict:
+        """The checkpoints due before the stream goes on (the cohorts before any edit, and a resumed run's
+        checkpoint that was lost), and the capability before any edit, which it returns."""
+        target = self.target
+        if self.recorder is not None:
+            if self.recorder.last_n_edits is None:  # a resumed run: measured on the original weights
+                if session is None:
+                    self.checkpoint(target.model, 0)
+                else:
+                    with session.original_weights() as model:
+                        self.checkpoint(model, 0)
+            if position and self.due(position) and self.recorder.last_n_edits < position:
+                self.checkpoint(target.model, position)
+            return self.recorder.history[0]["capability"]  # measured on the model before any edit
+
+        def measure(model) -> dict:
+            return {name: fn(model, target.tokenizer) for name, fn in target.capability.items()}
+
+        if session is None:
+            return self._timed(lambda: measure(target.model))
+        with session.original_weights() as model:  # resumed without an along-stream record
+            return self._timed(lambda: measure(model))
+
+    def after_stream(self, out: Path, progress: bool) -> dict | None:
+        from llm_experiments.evaluate.protocols import evaluate_after_stream
+
+        if not self.plan.after_stream:
+            return None
+        after_dir = out / "after_stream"
+        if after_dir.exists():  # a resumed run that had reached its final evaluation: do it again
+            import shutil
+
+            shutil.rmtree(after_dir)
+        t = self.target
+        return evaluate_after_stream(t.model, t.tokenizer, t.requests, self.per_request, after_dir, tfidf=t.tfidf,
+                                     capability=t.capability, run_config=self.run_config, progress=progress)
+
+
+def _edit_stream(config: ExperimentConfig, session, evaluation: _Evaluation, out: Path, position: int,
+                 progress: bool) -> None:
+    """Edit the stream from ``position`` on, one metrics row per batch, the along-stream checkpoints due."""
+    from tqdm.auto import tqdm
+
+    target = evaluation.target
+    metrics_path = out / "metrics.jsonl"
+    kept = _kept_lines(metrics_path, position)
+    bar = tqdm(total=len(target.requests), initial=position, desc=f"edit {config.editing.editor}", unit="edit",
+               disable=not progress)
+    with metrics_path.open("w") as metrics:
+        for row in kept:
+            metrics.write(json.dumps(row, allow_nan=False) + "\n")
+        for report in session.run(target.requests, checkpoint_dir=out / "checkpoints" if config.save_every else None,
+                                  checkpoint_every=config.save_every or 1):
+            metrics.write(json.dumps(report.to_row(), allow_nan=False) + "\n")
+            metrics.flush()
+            bar.update(len(report.case_ids))
+            bar.set_postfix(nll=f"{report.target_nll_before:.2f}->{report.target_nll_after:.2f}")
+            if evaluation.due(report.position):
+                evaluation.checkpoint(target.model, report.position)
+    bar.close()
+
+
+def run_edit(config: ExperimentConfig, out_dir: str | Path, *, progress: bool = True, resume: bool = False) -> dict:
+    """Make the run described by ``config`` into ``out_dir`` and return its summary.
+
+    ``out_dir`` must be new or empty, unless ``resume``: then it holds an interrupted run of the
+    same ``config`` (see :func:`read_run_config`), which continues from its last checkpoint (the
+    editors' states; the batches after it are edited again, and the along-stream checkpoints after
+    it are evaluated again). The result is the one an uninterrupted run gives.
+    """
+    from llm_experiments.edit.session import EditingSession
+
+    out = Path(out_dir)
+    _check_out_dir(config, out, resume)
     t_start = time.perf_counter()
     inputs = read_inputs(config)  # a bad file is refused before a model is trained or loaded
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.threads)
     target = load_target(config, progress=progress, inputs=inputs)
     t_loaded = time.perf_counter()
-    editing, evaluation, data = config.editing, config.evaluation, config.data
+    editing = config.editing
     n_layers = target.model.config.num_hidden_layers
     if max(editing.layers) >= n_layers:
         raise _bad("layers", editing.layers, f"the model has {n_layers} layers (0 to {n_layers - 1})")
     if not resume:
         _write_json(out / "config.json", {"config": config.to_dict(), "resolved": target.resolved,
                                           "n_requests": len(target.requests)})
-    checkpoints = out / "checkpoints"
-    session = None
+    session = moments = None
     if resume:
-        session = EditingSession.resume(target.model, target.tokenizer, checkpoints, config=editing)
-    moments = None
-    if session is None and editing.needs_statistics:
-        corpus_id = "world training texts" if data.stats_corpus is None else Path(data.stats_corpus).name
-        corpus = TextCorpus(texts=target.corpus_texts, corpus_id=corpus_id)
-        stats_dir = Path(config.cache_dir).expanduser() / "stats" / Path(target.resolved["model_path"]).name
-        moments = get_second_moments(target.model, target.tokenizer, editing.layers, corpus, stats_dir,
-                                     max_tokens=data.stats_tokens, progress=progress)
+        session = EditingSession.resume(target.model, target.tokenizer, out / "checkpoints", config=editing)
+    elif editing.needs_statistics:
+        moments = _second_moments(config, target, progress)
     t_stats = time.perf_counter()
     position = session.position if session is not None else 0
-
-    eval_config = EvaluationConfig(dataset="zsre" if data.dataset == "zsre" else "counterfact",
-                                   generation=evaluation.generation, max_length=evaluation.max_length,
-                                   generation_every=evaluation.generation_every)
-    run_config = {"config": config.to_dict()}
-    recorder = None
-    eval_seconds = 0.0
-    n_requests = len(target.requests)
-    if evaluation.along_stream:
-        stream = AlongStreamConfig(
-            edit_batch_size=editing.batch_size,
-            checkpoint_every=evaluation.checkpoint_every or data.n_edits * editing.batch_size,
-            cohort_batches=evaluation.cohort_batches, edited_every=evaluation.along_every)
-        along_eval = eval_config.replace(generation=evaluation.along_generation)
-        recorder = StreamRecorder(out / "along_stream", target.requests, along_eval, stream, tfidf=target.tfidf,
-                                  capability=target.capability, run_config=run_config,
-                                  resume_at=position if resume else None)
-        cohort_sizes = {min(s, n_requests) for s in stream.cohort_sizes().values()}
-
-        def due(n: int) -> bool:
-            return n in cohort_sizes or n == n_requests or bool(
-                evaluation.checkpoint_every and n % evaluation.checkpoint_every == 0)
-
-        t0 = time.perf_counter()
-        if recorder.last_n_edits is None:  # the cohorts before any edit (a resumed run: on the original weights)
-            if session is None:
-                recorder.checkpoint(target.model, target.tokenizer, 0)
-            else:
-                with session.original_weights() as model:
-                    recorder.checkpoint(model, target.tokenizer, 0)
-        if position and due(position) and recorder.last_n_edits < position:  # a resumed run's lost checkpoint
-            recorder.checkpoint(target.model, target.tokenizer, position)
-        eval_seconds += time.perf_counter() - t0
-
-    if recorder is not None:  # its first checkpoint measured the model before any edit
-        capability_before = recorder.history[0]["capability"]
-    elif session is None:
-        t0 = time.perf_counter()
-        capability_before = {name: fn(target.model, target.tokenizer) for name, fn in target.capability.items()}
-        eval_seconds += time.perf_counter() - t0
-    else:  # resumed without the along-stream record: measure the unedited model again
-        t0 = time.perf_counter()
-        with session.original_weights() as model:
-            capability_before = {name: fn(model, target.tokenizer) for name, fn in target.capability.items()}
-        eval_seconds += time.perf_counter() - t0
+    evaluation = _Evaluation(config, target, out, resume_at=position if resume else None)
+    capability_before = evaluation.start(session, position)
     if session is None:
         session = EditingSession(target.model, target.tokenizer, editing, second_moments=moments)
-    metrics_path = out / "metrics.jsonl"
-    kept = _kept_lines(metrics_path, position)
-    bar = tqdm(total=n_requests, initial=position, desc=f"edit {editing.editor}", unit="edit", disable=not progress)
-    with metrics_path.open("w") as metrics:
-        for row in kept:
-            metrics.write(json.dumps(row, allow_nan=False) + "\n")
-        for report in session.run(target.requests, checkpoint_dir=checkpoints if config.save_every else None,
-                                  checkpoint_every=config.save_every or 1):
-            metrics.write(json.dumps(report.to_row(), allow_nan=False) + "\n")
-            metrics.flush()
-            bar.update(len(report.case_ids))
-            bar.set_postfix(nll=f"{report.target_nll_before:.2f}->{report.target_nll_after:.2f}")
-            if recorder is not None and due(report.position):
-                t0 = time.perf_counter()
-                recorder.checkpoint(target.model, target.tokenizer, report.position)
-                eval_seconds += time.perf_counter() - t0
-    bar.close()
+    _edit_stream(config, session, evaluation, out, position, progress)
     t_edited = time.perf_counter()
-    along = recorder.finish() if recorder is not None else None
-    after = None
-    if evaluation.after_stream:
-        after_dir = out / "after_stream"
-        if after_dir.exists():  # a resumed run that had reached its final evaluation: do it again
-            import shutil
-
-            shutil.rmtree(after_dir)
-        after = evaluate_after_stream(target.model, target.tokenizer, target.requests, eval_config, after_dir,
-                                      tfidf=target.tfidf, capability=target.capability, run_config=run_config,
-                                      progress=progress)
+    along = evaluation.recorder.finish() if evaluation.recorder is not None else None
+    after = evaluation.after_stream(out, progress)
     t_end = time.perf_counter()
-    edit_seconds = t_edited - t_stats - eval_seconds
+    n_requests = len(target.requests)
     summary = {
         "editor": editing.editor,
         "model": config.model.name,
         "n_edits": n_requests,
         "batch_size": editing.batch_size,
         **(_percent(after["edited"]) if after else {}),
+        "absent": after["absent"] if after else None,
         "after_stream": after["edited"] if after else None,
         "capability": {"before": capability_before, "after": after["capability"] if after else None},
         "config": {**config.to_dict(), "resolved": target.resolved},
         "resumed_at": position if resume else None,
         "seconds": {"load_or_train": t_loaded - t_start, "statistics": t_stats - t_loaded,
-                    "editing": edit_seconds, "along_stream_evaluation": eval_seconds,
+                    "editing": t_edited - t_stats - evaluation.seconds, "along_stream_evaluation": evaluation.seconds,
                     "after_stream_evaluation": t_end - t_edited, "total": t_end - t_start},
     }
     if along is not None:

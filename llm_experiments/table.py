@@ -3,7 +3,9 @@
 Reads what ``rlsedit edit`` wrote (``summary.json``; ``along_stream/metrics.jsonl`` for the
 figures) and computes nothing else: one row per run in the layout of the paper's main table
 (Efficacy, Generalization, Specificity, Fluency, Consistency; mean +- standard error over the
-edits, percent, Fluency as 100 x bits), and, for runs made with ``--along-stream``:
+edits, percent, Fluency as 100 x bits; a metric the run could not report is a dash whose
+footnote gives the reason recorded in ``summary.json``'s ``absent``), and, for runs made with
+``--along-stream``:
 
 - ``metrics_vs_edits.png``: efficacy, generalization and specificity of the edits made so far,
   at each checkpoint of the stream;
@@ -32,13 +34,15 @@ class TableError(ValueError):
 
 
 def read_run(path: str | Path) -> dict:
-    """A run's ``summary.json`` (:class:`TableError` if missing or without the table's metrics)."""
+    """A run's ``summary.json`` (:class:`TableError` if missing, or without one of the table's
+    probability metrics and no reason for its absence in ``absent``)."""
     path = Path(path)
     file = path / "summary.json"
     if not file.is_file():
         raise TableError(f"{path}: no summary.json (not a finished `rlsedit edit` run)")
     summary = json.loads(file.read_text())
-    missing = [m for m in ("efficacy", "generalization", "specificity") if m not in summary]
+    absent = summary.get("absent") or {}
+    missing = [m for m in ("efficacy", "generalization", "specificity") if m not in summary and m not in absent]
     if missing:
         raise TableError(f"{file}: missing {missing}")
     summary["_path"] = str(path)
@@ -52,20 +56,34 @@ def labels(summaries: list[dict]) -> list[str]:
             for e, s in zip(editors, summaries, strict=True)]
 
 
-def _cell(summary: dict, metric: str) -> str:
+def _cell(summary: dict, metric: str, notes: dict[str, int]) -> str:
+    """``mean +- sem``; ``-`` when absent, with ``[n]``, the footnote giving the reason, when the run
+    recorded one (``notes`` maps each footnote's text to its number and grows here)."""
     if summary.get(metric) is None:
-        return "-"
+        why = (summary.get("absent") or {}).get(metric)
+        if why is None:
+            return "-"
+        note = f"{HEADERS[TABLE_METRICS.index(metric)]}: {why}"
+        number = notes.setdefault(note, len(notes) + 1)
+        return f"- [{number}]"
     sem = summary.get(f"{metric}_sem")
     return f"{summary[metric]:.2f}" + ("" if sem is None else f" +- {sem:.2f}")
 
 
 def markdown_table(summaries: list[dict]) -> str:
-    """The paper's main-table layout: one row per run (its editor), the five metrics as columns."""
+    """The paper's main-table layout: one row per run (its editor), the five metrics as columns.
+
+    A metric a run could not report is a dash with a footnote number; the footnotes, one line each
+    below the table, say why (``summary.json``'s ``absent``)."""
     lines = ["| Editor | Edits | " + " | ".join(HEADERS) + " |",
              "|---|---|" + "---|" * len(HEADERS)]
+    notes: dict[str, int] = {}
     for label, s in zip(labels(summaries), summaries, strict=True):
         lines.append(f"| {label} | {s.get('n_edits', '-')} | "
-                     + " | ".join(_cell(s, m) for m in TABLE_METRICS) + " |")
+                     + " | ".join(_cell(s, m, notes) for m in TABLE_METRICS) + " |")
+    if notes:
+        lines.append("")
+        lines += [f"[{number}] {note}." for note, number in notes.items()]
     return "\n".join(lines)
 
 

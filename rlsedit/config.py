@@ -12,8 +12,8 @@ protocols, the simulations, the benchmark suite) are frozen dataclasses deriving
   integer, got 0"``;
 - **one way from a dict**: :meth:`Config.from_dict` refuses unknown fields by name, builds nested
   configs from nested dicts and tuples from lists; :meth:`Config.to_dict` is its inverse (JSON
-  ready), :meth:`Config.from_json` reads a file, :meth:`Config.replace` makes a changed copy
-  (validated again).
+  ready), :meth:`Config.from_json` reads a file, :meth:`Config.merge` applies a dict of overrides
+  the same way, :meth:`Config.replace` makes a changed copy (validated again).
 
 The solver (:mod:`rlsedit.editor` and friends) takes plain arguments and does not use this module;
 it lives here because every outer package builds on :mod:`rlsedit` and may import it.
@@ -123,6 +123,17 @@ class Config:
         if unknown:
             raise cls.error(f"{cls.__name__}: unknown option(s) {unknown}; known: {sorted(known)}")
         return cls(**dict(data))  # __post_init__ converts nested dicts and lists
+
+    def merge(self: C, data: Mapping[str, Any]) -> C:
+        """A copy with ``data``'s fields changed (a file's or a command line's overrides): unknown
+        fields are refused by name, nested dicts and lists are converted, the result is validated."""
+        if not isinstance(data, Mapping):
+            raise self.error(f"{type(self).__name__}: expected a JSON object, got {type(data).__name__}")
+        known = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise self.error(f"{type(self).__name__}: unknown option(s) {unknown}; known: {sorted(known)}")
+        return dataclasses.replace(self, **dict(data))
 
     @classmethod
     def from_json(cls: type[C], path: str | Path) -> C:

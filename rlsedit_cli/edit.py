@@ -89,8 +89,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "or the path of a local checkpoint directory")
     opt(g, "--data", "'world' (requests drawn from the tiny model's fact world) or a JSON file of requests "
         "(the first --n-edits records)")
-    opt(g, "--dataset", "format and metric suite of a --data file: counterfact, zsre, or requests (a JSON list of "
-        "EditRequest fields, scored with the CounterFact suite)", choices=DATASETS)
+    opt(g, "--dataset", "metric suite of a --data file: counterfact or zsre (the file's format is detected: "
+        "CounterFact/MultiCounterFact, MEND's ZsRE, EasyEdit/KnowEdit, MQuAKE; docs/evaluation.md), or requests "
+        "(a JSON list of EditRequest fields, scored with the CounterFact suite)", choices=DATASETS)
     opt(g, "--snippets", "CounterFact's attribute_snippets.json: the Consistency reference texts of a CounterFact "
         "file (TF-IDF is fitted on the references used, unless --tfidf is given)")
     opt(g, "--tfidf", "a folder with MEMIT's idf.npy and tfidf_vocab.json: Consistency's TF-IDF statistics for "

@@ -2,8 +2,11 @@
 
 Computes the statistics of ``--layers`` over local text files (one text per non-empty line) and
 stores them in ``--cache-dir`` (see :mod:`llm_experiments.edit.statistics`), or imports a MEMIT/AlphaEdit
-``.npz`` for one layer with ``--import-npz``. Prints one line per layer; a cache produced by
-anything else is refused with the differing fields named.
+``.npz`` for one layer with ``--import-npz``. Prints one line per layer. The cache is keyed by
+content (the weights' fingerprint, layer, corpus, token count, ...): one directory can hold the
+statistics of several checkpoints, corpora and token counts, and a checkpoint finds its own again
+wherever it was saved. A cache file that cannot be used ends the command with one line naming the
+file and the option that fixes it (``--overwrite``, or another ``--cache-dir``).
 """
 
 from __future__ import annotations
@@ -50,7 +53,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from llm_experiments.edit.statistics import TextCorpus, get_second_moments, import_memit_npz
+    from llm_experiments.edit.statistics import (
+        StatsCacheMismatchError,
+        StatsFormatError,
+        TextCorpus,
+        get_second_moments,
+        import_memit_npz,
+    )
     from llm_experiments.model.loading import load_model
 
     if args.max_tokens < 1 or args.batch_size < 1:
@@ -59,17 +68,39 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("rlsedit llm-stats: give --corpus files to compute from, or --import-npz")
     model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     start = time.perf_counter()
-    if args.import_npz is not None:
-        if len(args.layers) != 1:
-            raise SystemExit("rlsedit llm-stats: --import-npz takes exactly one layer in --layers")
-        moments = {args.layers[0]: import_memit_npz(args.import_npz, args.cache_dir, model, args.layers[0],
-                                                    corpus_id=args.corpus_id, overwrite=args.overwrite)}
-    else:
-        corpus = TextCorpus(files=args.corpus, corpus_id=args.corpus_id)
-        moments = get_second_moments(model, tokenizer, args.layers, corpus, args.cache_dir,
-                                     max_tokens=args.max_tokens, seq_len=args.seq_len, batch_size=args.batch_size,
-                                     dtype=getattr(torch, args.stats_dtype), progress=not args.no_progress,
-                                     overwrite=args.overwrite)
+    if args.import_npz is not None and len(args.layers) != 1:
+        raise SystemExit("rlsedit llm-stats: --import-npz takes exactly one layer in --layers")
+    corpus = None
+    if args.import_npz is None:
+        try:
+            corpus = TextCorpus(files=args.corpus, corpus_id=args.corpus_id)
+        except FileNotFoundError as exc:
+            raise SystemExit(f"rlsedit llm-stats: --corpus: {exc}") from exc
+    try:
+        if corpus is None:
+            moments = {args.layers[0]: import_memit_npz(args.import_npz, args.cache_dir, model, args.layers[0],
+                                                        corpus_id=args.corpus_id, overwrite=args.overwrite)}
+        else:
+            moments = get_second_moments(model, tokenizer, args.layers, corpus, args.cache_dir,
+                                         max_tokens=args.max_tokens, seq_len=args.seq_len,
+                                         batch_size=args.batch_size, dtype=getattr(torch, args.stats_dtype),
+                                         progress=not args.no_progress, overwrite=args.overwrite)
+    except FileExistsError as exc:
+        if exc.errno is not None:  # the file system's, not the import's refusal
+            raise SystemExit(f"rlsedit llm-stats: the cache cannot be written ({exc}); give another --cache-dir") \
+                from exc
+        raise SystemExit(f"rlsedit llm-stats: {exc.args[0].split(';')[0]}; --overwrite imports it again") from exc
+    except StatsFormatError as exc:
+        if corpus is None:  # the .npz itself
+            raise SystemExit(f"rlsedit llm-stats: --import-npz: {exc}") from exc
+        raise SystemExit(f"rlsedit llm-stats: {exc}; --overwrite recomputes it (or give another --cache-dir)") \
+            from exc
+    except StatsCacheMismatchError as exc:
+        raise SystemExit(f"rlsedit llm-stats: {exc}; --overwrite recomputes it (or give another --cache-dir)") \
+            from exc
+    except OSError as exc:
+        raise SystemExit(f"rlsedit llm-stats: the cache cannot be written or read ({exc}); "
+                         "give another --cache-dir") from exc
     elapsed = time.perf_counter() - start
     print(f"{'layer':>5} {'tokens':>9} {'trace E[kk^T]':>14} {'source':>20}")
     for layer, m in sorted(moments.items()):

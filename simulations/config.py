@@ -47,27 +47,18 @@ def parse_sets(cls: type, sets: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def _from_json(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    unknown = sorted(set(data) - set(hints))
-    if unknown:
-        raise ValueError(f"{cls.__name__} has no options {unknown}")
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-
-
 def build_config(cls: type, *, quick: bool, file: str | Path | None = None, sets: list[str] | None = None) -> Any:
     """The preset (``cls.quick()`` or ``cls()``), then the JSON file's fields, then ``--set`` overrides.
 
-    The dataclass validates the result on construction.
+    Each step is :meth:`rlsedit.config.Config.merge`: unknown fields are refused by name, lists
+    become tuples, and the result is validated.
     """
-    base = cls.quick() if quick else cls()
-    changes: dict[str, Any] = {}
+    config = cls.quick() if quick else cls()
     if file is not None:
         data = json.loads(Path(file).read_text())
         data.pop("experiment", None)
-        changes.update(_from_json(cls, data))
-    changes.update(parse_sets(cls, sets))
-    return dataclasses.replace(base, **changes)
+        config = config.merge(data)
+    return config.merge(parse_sets(cls, sets))
 
 
 def config_dict(name: str, config: Any) -> dict[str, Any]:

@@ -55,52 +55,86 @@ def _save(fig, out: Path, stem: str, formats: tuple[str, ...]) -> list[Path]:
 
 
 def fig_bounds(config: dict, records: list[dict], summary: dict):
+    """Left: each bound's worst margin per stream (true editor); right: which broken editors each
+    bound catches (streams flagged / streams run). Identities are labelled as such."""
     groups: dict[str, list[float]] = defaultdict(list)
     for r in records:
-        if "tight_for" not in r and r["ratio"] > 0:
-            groups[r["bound"]].append(r["ratio"])
-    names = sorted(groups)
-    fig, ax = plt.subplots(figsize=(6.4, 0.32 * len(names) + 1.4))
+        if r.get("role") == "true" and r.get("family") != "tight" and r.get("max_margin", 0) > 0:
+            groups[r["bound"]].append(r["max_margin"])
+    identities = set(summary.get("consistency_identities", []))
+    names = sorted(groups, key=lambda n: (n in identities, n))
+    controls = list(summary.get("negative_controls", {}))
+    fig, axes = plt.subplots(1, 2, figsize=(12.0, 0.3 * len(names) + 1.6), sharey=True,
+                             gridspec_kw={"width_ratios": [1.4, 1.0]})
+    ax = axes[0]
     ax.boxplot([groups[n] for n in names], orientation="horizontal", whis=(0, 100), widths=0.6)
-    ax.set_yticks(range(1, len(names) + 1), [n.replace("_", " ") for n in names])
+    labels = [n.replace("_", " ") + (" (catches none)" if n in identities else "") for n in names]
+    ax.set_yticks(range(1, len(names) + 1), labels)
     tight = summary.get("tight_streams_ratio", {})
     ys = [names.index(n) + 1 for n in tight if n in names]
     xs = [tight[n] for n in tight if n in names]
     ax.scatter(xs, ys, marker="*", s=70, color="C3", zorder=3, label="tight stream (theory.tight)")
-    ax.axvline(1.0, color="k", lw=1, ls="--", label="bound (ratio 1)")
+    ax.axvline(1.0, color="k", lw=1, ls="--", label="bound (margin 1)")
     ax.set_xscale("log")
-    ax.set_xlabel("measured / bound (dimensionless, log scale)")
-    ax.set_title(f"Bounds vs measured: {summary.get('n_checks', len(records))} checks, "
-                 f"max ratio {summary.get('max_ratio', float('nan')):.12g}")
-    ax.legend(loc="upper left")
+    ax.set_xlabel("worst measured / bound per stream, after rounding allowances (log scale)")
+    ax.set_title(f"RLSEditor: {summary.get('n_streams', '?')} streams, {summary.get('n_checks', '?')} checks, "
+                 f"{summary.get('n_above_tolerance', '?')} violations")
+    ax.legend(loc="lower left", fontsize=7)
+    ax = axes[1]
+    neg = summary.get("negative_controls", {})
+    Z = [[neg[c]["by_bound"].get(n, 0) / max(neg[c]["streams"], 1) for c in controls] for n in names]
+    if controls:
+        ax.imshow(Z, aspect="auto", cmap="Reds", vmin=0, vmax=1, origin="lower",
+                  extent=(-0.5, len(controls) - 0.5, 0.5, len(names) + 0.5))
+        for i, row in enumerate(Z):
+            for j, v in enumerate(row):
+                ax.text(j, i + 1, f"{v:.0%}" if v else "-", ha="center", va="center", fontsize=6)
+        ax.set_xticks(range(len(controls)), [c.replace("_", " ") for c in controls], rotation=30, ha="right")
+    ax.grid(False)
+    ax.set_title("negative controls: share of streams flagged")
     return {"bounds_ratios": fig}
 
 
 def fig_convergence(config: dict, records: list[dict], summary: dict):
-    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.8), sharey=True)
+    """Left: RMS error against t per kind and mode (mean over the row streams of one problem), with
+    the fitted slope and its bootstrap interval. Right: t E||W_t - W_lim||^2 / c* against t (theory:
+    -> 1), with the bootstrap interval at the largest t."""
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 4.0))
     fits = summary.get("fits", {})
-    for ax, mode in zip(axes, ("scaled", "fixed"), strict=True):
-        for i, kind in enumerate(config["kinds"]):
+    for i, kind in enumerate(config["kinds"]):
+        for mode, style in (("scaled", "o-"), ("fixed", "s--")):
             rs = [r for r in records if r["kind"] == kind and r["mode"] == mode]
             ts = sorted({r["t"] for r in rs})
             if not ts:
                 continue
-            m = [mean(r["err"] for r in rs if r["t"] == t) for t in ts]
-            slope = fits.get(f"{kind}/{mode}", {}).get("slope_tail", float("nan"))
-            ax.loglog(ts, m, "o-", ms=3, color=f"C{i}", label=f"{kind} (slope {slope:.2f})")
-            if mode == "scaled" and "rms_bound" in rs[0]:
-                ax.loglog(ts, [next(r["rms_bound"] for r in rs if r["t"] == t) for t in ts], ":", color=f"C{i}", lw=1,
-                          label="a-priori RMS bound" if i == 0 else None)
-        ts_all = sorted({r["t"] for r in records})
-        if ts_all:
-            ref = [min(r["err"] for r in records if r["t"] == ts_all[0]) * (t / ts_all[0]) ** -0.5 for t in ts_all]
-            ax.loglog(ts_all, ref, "k--", lw=1, label="slope -1/2")
-        title = ("scaled: lam = t lam_bar, mu = t mu_bar -> ridge limit" if mode == "scaled"
-                 else "fixed lam, mu -> least-squares limit")
-        ax.set_title(title)
-        ax.set_xlabel("edits t (rows)")
-        ax.legend()
-    axes[0].set_ylabel("||W_t - W_lim||_F (mean over seeds)")
+            rms = [mean(r["sq_err"] for r in rs if r["t"] == t) ** 0.5 for t in ts]
+            f = fits.get(f"{kind}/{mode}", {})
+            sl = f.get("rms_slope", {})
+            axes[0].loglog(ts, rms, style, ms=3, color=f"C{i}",
+                           label=f"{kind}, {mode}: slope {sl.get('slope', float('nan')):.3f} "
+                                 f"[{sl.get('lo', float('nan')):.3f}, {sl.get('hi', float('nan')):.3f}]")
+            c = rs[0]["c_star"]
+            axes[1].semilogx(ts, [t * m**2 / c for t, m in zip(ts, rms, strict=True)], style, ms=3, color=f"C{i}",
+                             label=f"{kind}, {mode}")
+            ci = f.get("ratio_to_constant")
+            if ci:
+                axes[1].errorbar([ts[-1]], [ci["value"]], yerr=[[ci["value"] - ci["lo"]], [ci["hi"] - ci["value"]]],
+                                 color=f"C{i}", capsize=3)
+    ts_all = sorted({r["t"] for r in records})
+    if ts_all:
+        y0 = min(mean(r["sq_err"] for r in records if r["t"] == ts_all[0] and r["kind"] == k) ** 0.5
+                 for k in config["kinds"])
+        axes[0].loglog(ts_all, [y0 * (t / ts_all[0]) ** -0.5 for t in ts_all], "k:", lw=1, label="slope -1/2")
+    axes[0].set_xlabel("edits t (rows)")
+    axes[0].set_ylabel("RMS ||W_t - W_lim||_F over row streams")
+    axes[0].set_title(f"one problem per kind, {summary.get('fits') and next(iter(fits.values()))['n_streams']} "
+                      "row streams (95% bootstrap intervals)")
+    axes[0].legend(fontsize=6)
+    axes[1].axhline(1.0, color="k", lw=1)
+    axes[1].set_xlabel("edits t (rows)")
+    axes[1].set_ylabel("t E||W_t - W_lim||^2 / c*  (c* = tr(M^-1 Q M^-1))")
+    axes[1].set_title("the exact constant (theory: -> 1)")
+    axes[1].legend(fontsize=6)
     return {"convergence": fig}
 
 
@@ -133,6 +167,10 @@ def fig_tradeoff(config: dict, records: list[dict], summary: dict):
 
 
 def fig_retention(config: dict, records: list[dict], summary: dict):
+    """Early cohort's residual and held-out drift against t for every editor; for a realisable
+    stream (values = truth) RLSEdit's cohort bound (theory.cohort_retention_bound, recorded by the
+    experiment) is drawn, mean over seeds. Saved as "retention_realisable" then."""
+    realisable = config.get("values") == "truth"
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.8))
     for ed in config["editors"]:
         rs = [r for r in records if r["editor"] == ed and r["cohort_residual"] is not None]
@@ -140,15 +178,21 @@ def fig_retention(config: dict, records: list[dict], summary: dict):
         for ax, key in zip(axes, ("cohort_residual", "heldout_drift"), strict=True):
             ax.plot(es, [mean(r[key] for r in rs if r["edits"] == e) for e in es], "-",
                     color=EDITOR_COLOURS.get(ed), label=EDITOR_LABELS.get(ed, ed))
+    bound = [r for r in records if r["editor"] == config["editors"][0] and r.get("cohort_bound") is not None]
+    if realisable and bound:
+        es = sorted({r["edits"] for r in bound})
+        axes[0].plot(es, [mean(r["cohort_bound"] for r in bound if r["edits"] == e) for e in es], "k--", lw=1.2,
+                     label="RLSEdit's bound (W* = W_true)")
     axes[0].set_ylabel("first cohort's residual / its residual at W0")
-    axes[0].set_title(f"retention of the first {config['cohort_batches'] * config['u']} edits")
+    axes[0].set_title(f"retention of the first {config['cohort_batches'] * config['u']} edits"
+                      + (" (realisable stream)" if realisable else ""))
     axes[1].set_ylabel("held-out drift tr(D^T Sigma_A D) / tr(W0^T Sigma_A W0)")
     axes[1].set_yscale("symlog", linthresh=1e-4)
     axes[1].set_title("damage on the anchor's key distribution")
     for ax in axes:
         ax.set_xlabel("edits written (rows)")
         ax.legend()
-    return {"retention": fig}
+    return {"retention_realisable" if realisable else "retention": fig}
 
 
 def fig_cost(config: dict, records: list[dict], summary: dict):
@@ -175,12 +219,12 @@ def fig_cost(config: dict, records: list[dict], summary: dict):
 def fig_realsize(config: dict, records: list[dict], summary: dict):
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.6))
     e = [r["edits"] for r in records]
-    for key, label in (("step_ratio", "per-step"), ("soft_write_upper_ratio", "soft write (upper)"),
-                       ("soft_write_lower_ratio", "soft write (lower)")):
-        axes[0].plot(e, [r[key] for r in records], ".", ms=3, label=label)
+    for key, label in (("step_consistency", "per-step (identity: own C)"),
+                       ("soft_write_upper_consistency", "soft write upper (identity: own C)"),
+                       ("soft_write_lower_consistency", "soft write lower (identity: own C)")):
+        axes[0].plot(e, [r[key] for r in records if key in r], ".", ms=3, label=label)
     cps = [r for r in records if "energy_ratio" in r]
-    for key in sorted({k for r in cps for k in r if k.endswith("_ratio")} - {"step_ratio", "soft_write_upper_ratio",
-                                                                              "soft_write_lower_ratio"}):
+    for key in sorted({k for r in cps for k in r if k.endswith("_ratio")}):
         axes[0].plot([r["edits"] for r in cps], [r[key] for r in cps], "o", ms=5, label=key.replace("_ratio", ""))
     axes[0].axhline(1.0, color="k", ls="--", lw=1)
     axes[0].set_xlabel("edits")
@@ -209,15 +253,15 @@ def fig_minilm(config: dict, records: list[dict], summary: dict):
     axes[0].legend()
     groups: dict[str, list[float]] = defaultdict(list)
     for r in records:
-        if r["part"] == "bounds" and r["ratio"] > 0:
-            groups[r["bound"]].append(r["ratio"])
+        if r["part"] == "bounds" and r.get("margin", r["ratio"]) > 0:
+            groups[r["bound"]].append(r.get("margin", r["ratio"]))
     names = sorted(groups)
     axes[1].boxplot([groups[n] for n in names], orientation="horizontal", whis=(0, 100))
     axes[1].set_yticks(range(1, len(names) + 1), [n.replace("_", " ") for n in names], fontsize=6)
     axes[1].axvline(1.0, color="k", ls="--", lw=1)
     axes[1].set_xscale("log")
-    axes[1].set_xlabel("measured / bound")
-    axes[1].set_title("bounds on real keys")
+    axes[1].set_xlabel("measured / bound, after rounding allowances")
+    axes[1].set_title("bounds on real keys (float64 RLSEditor)")
     for ed in ("rlsedit", "memit"):
         rs = [r for r in records if r["part"] == "retention" and r["editor"] == ed]
         axes[2].plot([r["edits"] for r in rs], [r["cohort_residual"] for r in rs], color=EDITOR_COLOURS[ed],

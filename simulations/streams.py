@@ -32,12 +32,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from rlsedit.config import Config as BaseConfig
+
 KINDS = ("isotropic", "powerlaw", "lowrank", "heavytail", "anchored", "drift", "repeated", "conflicting")
 VALUE_MODES = ("truth", "arbitrary")
 
 
 @dataclass(frozen=True)
-class StreamConfig:
+class StreamConfig(BaseConfig):
     """A synthetic stream, validated on construction.
 
     Attributes:
@@ -81,7 +83,7 @@ class StreamConfig:
     anchor_rank: int = 0
     seed: int = 0
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.values not in VALUE_MODES:
@@ -187,6 +189,40 @@ class SyntheticStream:
         else:
             X = np.zeros((self.config.d_k, self.config.d_v))
         return torch.from_numpy(S), torch.from_numpy(X)
+
+    def value_model(self) -> tuple[torch.Tensor, float]:
+        """(W_eff, sigma^2) with v = W_eff^T k + sigma eps, eps ~ N(0, I) independent of k.
+
+        "truth": W_eff = W_true and sigma^2 = noise^2 (+ conflict^2 for conflicting keys);
+        "arbitrary": W_eff = 0 and sigma^2 = value_scale^2.
+        """
+        c = self.config
+        if c.values == "arbitrary":
+            return torch.zeros(c.d_k, c.d_v, dtype=torch.float64), c.value_scale**2
+        var = c.noise**2 + (c.conflict**2 if c.kind == "conflicting" else 0.0)
+        return self.W_true, var
+
+    def quartic_moment(self, A: np.ndarray | torch.Tensor, B: np.ndarray | torch.Tensor) -> float | None:
+        """E[(k^T A k)(k^T B k)] for symmetric A, B, exactly (None for drift, which has no population).
+
+        Gaussian keys (isotropic, powerlaw, lowrank, anchored): tr(A S) tr(B S) + 2 tr(A S B S);
+        Student-t keys (heavytail, covariance I): that times (dof - 2) / (dof - 4) (infinite for
+        dof <= 4); pooled keys (repeated, conflicting): the mean over the pool.
+        """
+        c = self.config
+        A = np.asarray(A, dtype=np.float64)
+        B = np.asarray(B, dtype=np.float64)
+        if c.kind in ("repeated", "conflicting"):
+            P = self._pool
+            return float(np.mean(np.einsum("ij,jk,ik->i", P, A, P) * np.einsum("ij,jk,ik->i", P, B, P)))
+        S = self.key_covariance()
+        if S is None:
+            return None
+        AS, BS = A @ S, B @ S
+        gauss = float(np.trace(AS) * np.trace(BS) + 2.0 * np.trace(AS @ BS))
+        if c.kind == "heavytail":
+            return math.inf if c.dof <= 4 else gauss * (c.dof - 2.0) / (c.dof - 4.0)
+        return gauss
 
     # -- samples ---------------------------------------------------------------------------
     def _keys(self, rng: np.random.Generator, n: int, batch_index: int) -> np.ndarray:

@@ -85,13 +85,16 @@ from tests.paths import FIXTURES  # noqa: E402
 
 
 def fixture_words() -> list[str]:
-    """Every word (as the word-level tokenizer splits text) of the evaluation fixture files, sorted."""
+    """Every word (as the word-level tokenizer splits text) of the evaluation fixture files, sorted.
+
+    The data-format fixtures (``tests/fixtures/formats/``) are left out: their words would shift the
+    ids of the others, and with them the tiny models' numbers that docs/evaluation.md prints."""
     from tokenizers import pre_tokenizers
 
     split = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
     words: set[str] = set()
     for path in sorted(FIXTURES.rglob("*")):
-        if path.suffix in (".json", ".tsv", ".txt"):
+        if path.suffix in (".json", ".tsv", ".txt") and "formats" not in path.relative_to(FIXTURES).parts:
             words.update(w for w, _ in split.pre_tokenize_str(path.read_text(encoding="utf-8-sig")))
     return sorted(words)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +17,9 @@ def as64(x: Any, name: str) -> torch.Tensor:
         t = x.detach().to(DTYPE)
     else:
         t = torch.as_tensor(x, dtype=DTYPE)
-    if not bool(torch.isfinite(t).all()):
+    # one reduction first (NaN and inf propagate into the sum); the element-wise test only when it
+    # is not finite, so that a sum that merely overflows is not mistaken for a non-finite entry
+    if not math.isfinite(float(t.sum())) and not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} has non-finite entries")
     return t
 

@@ -151,3 +151,95 @@ def fit_loglog_slope(t: Any, err: Any) -> float:
     y = torch.log(as64(err, "err"))
     x = x - x.mean()
     return float((x * (y - y.mean())).sum() / (x * x).sum())
+
+
+def sandwich_constant(M: Any, Sigma_KK: Any, Delta: Any, noise_var: float, quartic: Any) -> float:
+    """The exact constant of the rate: t E||W_t - W_lim||_F^2 -> c* = tr(M^{-1} Q M^{-1}).
+
+    Statement. Rows i.i.d. with v = W_eff^T k + sigma eps (eps ~ N(0, I) independent of k; W_eff =
+    W_true for "truth" values, 0 for values independent of the keys), finite fourth moments of k.
+    Let W_lim be the limit, Delta = W_eff - W_lim, xi = k r^T - E[k r^T] with r = v - W_lim^T k, and
+    Q = E[xi xi^T] (d_k, d_k). Then
+
+        scaled regularisers (lam = t lam_bar, mu = t mu_bar): M = Sigma_KK + lam_bar I + mu_bar G;
+        fixed lam, mu:                                      M = Sigma_KK (W_lim = W_ls)
+
+    and t E||W_t - W_lim||_F^2 -> c* = tr(M^{-1} Q M^{-1}) = E[(k^T A k)(k^T B k)] - tr(Delta^T Sigma A
+    Sigma Delta) + sigma^2 d_v tr(A Sigma), with A = M^{-2}, B = Delta Delta^T, Sigma = Sigma_KK.
+
+    Proof (README, section 5, equation 5.3). W_t - W_lim = (A_t / t)^{-1} (1/t) sum_i xi_i (+ a bias
+    C_t P (W0 - W_ls) of order 1/t in the fixed case); A_t / t -> M a.s. and (1/sqrt t) sum xi_i
+    -> N(0, Q) (central limit theorem), so sqrt(t) (W_t - W_lim) -> M^{-1} Z in distribution, and
+    E||M^{-1} Z||^2 = tr(M^{-1} Q M^{-1}) (with uniform integrability: the limit holds for the
+    moments, not only the distribution; finite eighth moments of k suffice). Expanding
+    E tr(xi^T A xi) with r = Delta^T k + sigma eps gives the closed form.
+
+    ``quartic`` is E[(k^T A k)(k^T B k)] for the key distribution: :func:`gaussian_quartic` for
+    Gaussian keys (times the kurtosis factor (nu - 2)/(nu - 4) for Student-t keys), or a mean over a
+    finite pool. The a-priori bound sigma_xi^2 / nu^2 of :func:`scaled_limit_rms_bound` is at least
+    c*, since ||M^{-1}||_2 <= 1 / nu.
+    """
+    M, S, Delta = as64(M, "M"), as64(Sigma_KK, "Sigma_KK"), as64(Delta, "Delta")
+    Minv = torch.linalg.inv(0.5 * (M + M.T))
+    A = Minv @ Minv
+    d_v = Delta.shape[1]
+    mean_part = float(torch.trace(Delta.T @ S @ A @ S @ Delta))
+    return float(quartic) - mean_part + float(noise_var) * d_v * float(torch.trace(A @ S))
+
+
+def gaussian_quartic(A: Any, B: Any, Sigma: Any) -> float:
+    """E[(k^T A k)(k^T B k)] for k ~ N(0, Sigma) and symmetric A, B: tr(A S) tr(B S) + 2 tr(A S B S)."""
+    A, B, S = as64(A, "A"), as64(B, "B"), as64(Sigma, "Sigma")
+    AS, BS = A @ S, B @ S
+    return float(torch.trace(AS) * torch.trace(BS) + 2.0 * torch.trace(AS @ BS))
+
+
+def sandwich_constant_from_rows(M: Any, W_lim: Any, keys: Any, values: Any, Sigma_KK: Any, Sigma_KV: Any) -> float:
+    """Plug-in estimate of c* = E ||M^{-1} xi||_F^2 from rows drawn independently of the stream checked
+    (xi = k (v - W_lim^T k)^T - (Sigma_KV - Sigma_KK W_lim)): the cross-check of
+    :func:`sandwich_constant` for any key distribution."""
+    M, W_lim = as64(M, "M"), as64(W_lim, "W_lim")
+    K, V = stack(keys, values, *W_lim.shape)
+    m = as64(Sigma_KV, "Sigma_KV") - as64(Sigma_KK, "Sigma_KK") @ W_lim  # (d_k, d_v)
+    Minv = torch.linalg.inv(0.5 * (M + M.T))
+    a = K @ Minv  # rows M^{-1} k   (M symmetric)
+    R = V - K @ W_lim  # (n, d_v)
+    Mm = Minv @ m  # (d_k, d_v)
+    # ||M^{-1} k r^T - M^{-1} m||^2 = ||M^{-1}k||^2 ||r||^2 - 2 (M^{-1}k)^T (M^{-1} m) r + ||M^{-1} m||^2
+    per_row = (a**2).sum(1) * (R**2).sum(1) - 2.0 * ((a @ Mm) * R).sum(1) + float((Mm**2).sum())
+    return float(per_row.mean())
+
+
+def bootstrap_loglog_slope(t: Any, sq_err: Any, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                           power: float = 0.5) -> dict[str, float]:
+    """Slope of log(mean_s sq_err[s, j]^power) against log t_j, with a percentile bootstrap interval
+    over the streams s (rows of ``sq_err``, shape (n_streams, n_t)); power 0.5 gives the RMS error's
+    slope (theory: -1/2). Every stream is one independent draw of the same problem, so resampling
+    the streams is resampling the experiment."""
+    E = torch.as_tensor(sq_err, dtype=torch.float64)
+    if E.ndim != 2 or E.shape[0] < 2 or E.shape[1] < 2:
+        raise ValueError(f"sq_err must be (n_streams >= 2, n_t >= 2), got shape {tuple(E.shape)}")
+    x = torch.log(as64(t, "t"))
+    x = x - x.mean()
+    g = torch.Generator().manual_seed(seed)
+
+    def slope(rows: torch.Tensor) -> torch.Tensor:  # (b, n_t) means -> (b,) slopes
+        y = power * torch.log(rows)
+        y = y - y.mean(dim=1, keepdim=True)
+        return (y * x).sum(1) / (x * x).sum()
+
+    point = float(slope(E.mean(0, keepdim=True))[0])
+    idx = torch.randint(0, E.shape[0], (n_boot, E.shape[0]), generator=g)
+    boots = slope(E[idx].mean(1))
+    lo, hi = torch.quantile(boots, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+    return {"slope": point, "lo": float(lo), "hi": float(hi)}
+
+
+def bootstrap_mean_interval(samples: Any, *, scale: float = 1.0, n_boot: int = 2000, level: float = 0.95,
+                            seed: int = 0) -> dict[str, float]:
+    """scale * mean(samples) with a percentile bootstrap interval (e.g. t E||W_t - W_lim||^2 / c*)."""
+    x = torch.as_tensor(samples, dtype=torch.float64).reshape(-1)
+    g = torch.Generator().manual_seed(seed)
+    boots = x[torch.randint(0, len(x), (n_boot, len(x)), generator=g)].mean(1) * scale
+    lo, hi = torch.quantile(boots, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+    return {"value": float(x.mean()) * scale, "lo": float(lo), "hi": float(hi)}

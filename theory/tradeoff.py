@@ -96,3 +96,34 @@ def weight_pull_bound(W0: Any, keys: Any, values: Any, *, lam: float, mu: float 
     K, V = stack(keys, values, *W0.shape)
     A = prior_matrix(W0.shape[0], lam, mu, anchor_gram) + K.T @ K
     return float(torch.linalg.vector_norm(K.T @ (V - K @ W0))) / float(sym_eigvalsh(A)[0])
+
+
+def anchor_pinned_first_order(W0: Any, keys: Any, values: Any, *, lam: float, anchor_gram: Any,
+                              rtol: float = 1e-10) -> torch.Tensor:
+    """D1 with W(lam, mu) = W_pin + D1 / mu + O(1/mu^2) as mu -> inf (default anchor): the exact O(1/mu) rate.
+
+    Statement. Let H = lam I + K^T K, r = K^T R (R = V - K W0), G = U Gamma U^T with U a basis of
+    range(G) and N of null(G), and D_pin = W_pin - W0 = N (N^T H N)^{-1} N^T r. Then
+    mu (W(lam, mu) - W_pin) -> D1 = U b + N a, with
+
+        b = Gamma^{-1} U^T (r - H D_pin),     a = -(N^T H N)^{-1} N^T H U b.
+
+    Proof (README, section 6). The minimiser solves (H + mu G) D = r. Put D = D0 + D1 / mu + D2 / mu^2
+    + ... and match powers of mu: G D0 = 0 (D0 in null(G)); H D0 + G D1 = r, whose null(G) part
+    gives D0 = D_pin and whose range part gives U^T D1 = b; H D1 + G D2 = 0, whose null(G) part gives
+    N^T H D1 = 0, i.e. a. The series converges for mu > ||H|| / lambda_min+(G) (a Neumann series).
+    """
+    lam, _ = check_weights(lam, 0.0)
+    W0 = as64(W0, "W0")
+    K, V = stack(keys, values, *W0.shape)
+    G = as64(anchor_gram, "anchor_gram")
+    ev, Q = torch.linalg.eigh(0.5 * (G + G.T))
+    null = ev <= rtol * max(float(ev[-1]), 1e-300)
+    N, U, gamma = Q[:, null], Q[:, ~null], ev[~null]  # (d_k, r), (d_k, d_k - r), (d_k - r,)
+    H = lam * torch.eye(W0.shape[0], dtype=W0.dtype) + K.T @ K  # (d_k, d_k)
+    r = K.T @ (V - K @ W0)  # (d_k, d_v)
+    NHN = N.T @ H @ N
+    D0 = N @ torch.linalg.solve(NHN, N.T @ r) if N.shape[1] else torch.zeros_like(W0)
+    b = (U.T @ (r - H @ D0)) / gamma[:, None]  # (d_k - r, d_v)
+    a = -torch.linalg.solve(NHN, N.T @ H @ U @ b) if N.shape[1] else torch.zeros(0, W0.shape[1], dtype=W0.dtype)
+    return U @ b + N @ a

@@ -7,18 +7,25 @@ The anchor Gram of the solver is ``K0^T K0 = n_w * E[k k^T]`` (docs/method.md se
   tokenised, truncated to ``seq_len`` tokens, batched ``batch_size`` sequences at a time; one
   forward pass per batch feeds every edited layer, stopping after the deepest one; only the
   d_k x d_k sums stay in memory. Every non-padding token counts, up to ``max_tokens``;
-- cached on disk, one file per layer in a directory the caller names: ``<site path>.safetensors``
-  (the un-normalised sum ``mom2`` and ``count``) with the key of what produced it in the file's
-  metadata, and the same key as a readable ``.json`` beside it. A file whose key differs from the
-  one requested is refused with :class:`StatsCacheMismatchError` naming every differing field;
+- cached on disk, keyed by content: one file per statistic in a directory the caller names,
+  ``<site path>.<digest>.safetensors`` (the un-normalised sum ``mom2`` and ``count``), where the
+  digest is a hash of the statistic's *content key* (below); the whole key is in the file's
+  metadata and in a readable ``.json`` beside it. Two checkpoints saved in folders of the same name
+  have different fingerprints, hence different files; the same model loaded from anywhere finds
+  its statistics again, whatever its path. Other token counts, corpora or layers are other files
+  beside them. A file found under a digest whose content key differs (edited by hand, or another
+  program's) is refused with :class:`StatsCacheMismatchError` naming every differing field;
   ``overwrite=True`` recomputes instead;
 - importable from MEMIT/AlphaEdit's saved statistics (:func:`read_memit_npz`,
   :func:`import_memit_npz`).
 
-The key: model name, revision, sha256 of its config, a fingerprint of its weights
-(:func:`llm_experiments.model.loading.weights_fingerprint`), site path, layer, corpus id and sha256,
-requested token count, sequence length and accumulation dtype. Statistics must be computed on the
-unedited model: an edited model has another fingerprint, so its cache lookups fail loudly.
+The content key (:data:`CONTENT_FIELDS`): the cache format, sha256 of the model's config, a
+fingerprint of its weights (:func:`llm_experiments.model.loading.weights_fingerprint`), site path,
+layer, the corpus's sha256, requested token count, sequence length and accumulation dtype. The key
+also records, without looking them up by them, the model's name or path, its hub revision and the
+corpus's name. Statistics must be computed on the unedited model: an edited model has another
+fingerprint, so it never finds the unedited model's statistics. Files of the earlier layout
+(``<site path>.safetensors``) are still found when their content key matches.
 """
 
 from __future__ import annotations
@@ -45,6 +52,10 @@ STATS_FORMAT = "rlsedit-mom2-v1"
 
 class StatsCacheMismatchError(ValueError):
     """A cached statistic was produced by something other than what was asked for."""
+
+
+class StatsCacheMissError(ValueError):
+    """No cached statistic (or more than one) for a model's layer where one was to be read."""
 
 
 class StatsFormatError(ValueError):
@@ -127,8 +138,32 @@ def stats_key(model: nn.Module, layer: int, corpus: TextCorpus, *, max_tokens: i
     }
 
 
-def cache_path(cache_dir: str | Path, site_path: str) -> Path:
-    return Path(cache_dir) / (re.sub(r"[^A-Za-z0-9_.-]", "_", site_path) + ".safetensors")
+#: the key fields that decide what a statistic is; the others (model_name, model_revision,
+#: corpus_id) only describe it, so a model moved elsewhere or a corpus renamed finds it again
+CONTENT_FIELDS = ("format", "config_sha256", "weights_fingerprint", "site", "layer", "corpus_sha256",
+                  "max_tokens", "seq_len", "dtype")
+#: the fields that say whose statistic it is (:func:`load_second_moments`)
+MODEL_FIELDS = ("format", "config_sha256", "weights_fingerprint", "site", "layer")
+
+
+def key_digest(key: dict[str, str]) -> str:
+    """A short hash of the key's content fields: the cache file's name (16 hex digits)."""
+    content = {f: key.get(f) for f in CONTENT_FIELDS}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _site_name(site_path: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", site_path)
+
+
+def cache_path(cache_dir: str | Path, key: dict[str, str]) -> Path:
+    """``cache_dir/<site>.<digest>.safetensors``: where the statistic with ``key`` lives."""
+    return Path(cache_dir) / f"{_site_name(key['site'])}.{key_digest(key)}.safetensors"
+
+
+def legacy_cache_path(cache_dir: str | Path, site_path: str) -> Path:
+    """The earlier layout, one file per site whatever its key: ``cache_dir/<site>.safetensors``."""
+    return Path(cache_dir) / f"{_site_name(site_path)}.safetensors"
 
 
 def save_tensors_atomic(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -153,7 +188,7 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
 # -- the cache -----------------------------------------------------------------------------------
 def save_moment(cache_dir: str | Path, key: dict[str, str], moment: SecondMoment) -> Path:
     """Write ``moment`` under ``key`` (safetensors + a JSON copy of the key)."""
-    path = cache_path(cache_dir, key["site"])
+    path = cache_path(cache_dir, key)
     meta = {**key, "count": str(moment.count), "source": moment.source}
     save_tensors_atomic(path, {"mom2": moment.mom2}, meta)
     atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True).encode())
@@ -172,25 +207,47 @@ def _read_cached(path: Path) -> SecondMoment:
     return SecondMoment(tensors["mom2"], count, source=f"cache ({source})", key=meta)
 
 
-def load_moment(cache_dir: str | Path, key: dict[str, str], *, ignore: Iterable[str] = ()) -> SecondMoment | None:
-    """The cached statistic for ``key``; None when there is no file.
+def _cached_key(path: Path) -> dict[str, str] | None:
+    """The key in a cache file's metadata (its header only), or None if it is not a readable one."""
+    from safetensors import safe_open
 
-    Raises :class:`StatsCacheMismatchError` naming each field (outside ``ignore``) whose cached
-    value differs from ``key``.
-    """
-    path = cache_path(cache_dir, key["site"])
-    if not path.exists():
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = dict(fh.metadata() or {})
+    except Exception:  # any unreadable file is simply not a match
         return None
-    cached = _read_cached(path)
-    ignore = set(ignore)
-    diffs = [f"{k}: cached {cached.key.get(k)!r}, requested {v!r}" for k, v in key.items()
-             if k not in ignore and cached.key.get(k) != v]
-    if diffs:
-        raise StatsCacheMismatchError(
-            f"{path} was produced by something else; refusing it ({'; '.join(diffs)}). "
-            "Use another cache directory, or overwrite=True to recompute."
-        )
-    return cached
+    return meta if meta.get("format") == STATS_FORMAT else None
+
+
+def _cache_files(cache_dir: str | Path) -> list[Path]:
+    folder = Path(cache_dir)
+    return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+
+
+def _same(key: dict[str, str], other: dict[str, str], fields: Iterable[str]) -> bool:
+    return all(other.get(f) == key.get(f) for f in fields)
+
+
+def load_moment(cache_dir: str | Path, key: dict[str, str]) -> SecondMoment | None:
+    """The cached statistic for ``key``'s content; None when the cache holds none.
+
+    Looks at ``cache_path(cache_dir, key)``, then at the directory's other files (the earlier
+    layout, a renamed file) for one with the same content key. A file at the key's own path whose
+    content key differs raises :class:`StatsCacheMismatchError` naming each differing field.
+    """
+    path = cache_path(cache_dir, key)
+    if path.exists():
+        cached = _read_cached(path)
+        diffs = [f"{k}: cached {cached.key.get(k)!r}, requested {key.get(k)!r}" for k in CONTENT_FIELDS
+                 if cached.key.get(k) != key.get(k)]
+        if diffs:
+            raise StatsCacheMismatchError(f"{path} holds another statistic than its name says ({'; '.join(diffs)})")
+        return cached
+    for other in _cache_files(cache_dir):
+        found = _cached_key(other)
+        if found is not None and _same(key, found, CONTENT_FIELDS):
+            return _read_cached(other)
+    return None
 
 
 # -- computation ---------------------------------------------------------------------------------
@@ -264,8 +321,11 @@ def get_second_moments(model: nn.Module, tokenizer, layers: Sequence[int], corpu
                        overwrite: bool = False) -> dict[int, SecondMoment]:
     """Load each layer's statistic from ``cache_dir`` or compute (all missing layers in one pass) and save.
 
-    A cached file with another key is refused (:class:`StatsCacheMismatchError`) unless
-    ``overwrite``. The returned statistics say in ``source`` whether they came from the cache.
+    The cache is keyed by content (:func:`load_moment`): another model, corpus, token count or
+    dtype is another file. A file at the key's path that holds another statistic
+    (:class:`StatsCacheMismatchError`) or cannot be read (:class:`StatsFormatError`) is refused
+    unless ``overwrite``, which recomputes and replaces it. The returned statistics say in
+    ``source`` whether they came from the cache.
     """
     site = site_for(model)
     seq_len = seq_len or default_seq_len(model)
@@ -291,28 +351,34 @@ def get_second_moments(model: nn.Module, tokenizer, layers: Sequence[int], corpu
 
 
 def load_second_moments(model: nn.Module, layers: Sequence[int], cache_dir: str | Path) -> dict[int, SecondMoment]:
-    """Load cached statistics whatever corpus produced them, checking they belong to this model.
+    """Load this model's cached statistics whatever corpus produced them.
 
-    The model part of the key (name, revision, config, weights fingerprint, site, layer) must match;
-    the corpus part is reported in each result's ``key``. For statistics imported with
-    :func:`import_memit_npz`, or computed by another run over a corpus not at hand.
+    For each layer, the one file in ``cache_dir`` whose model fields (:data:`MODEL_FIELDS`: config,
+    weights fingerprint, site, layer) are this model's, wherever the model was loaded from; its
+    corpus is reported in the result's ``key``. For statistics imported with
+    :func:`import_memit_npz`, or computed by ``rlsedit llm-stats`` over a corpus not at hand.
+    Raises :class:`StatsCacheMissError` when a layer has no such file, or several (other corpora or
+    token counts: keep one per directory).
     """
     site = site_for(model)
     fingerprint = weights_fingerprint(model)
+    files = [(path, _cached_key(path)) for path in _cache_files(cache_dir)]
     out = {}
     for layer in sorted(set(layers)):
-        path = cache_path(cache_dir, site.module_path(layer))
-        if not path.exists():
-            raise FileNotFoundError(f"no cached statistics for layer {layer} ({path})")
-        cached = _read_cached(path)
-        want = {"model_name": model_name(model), "model_revision": model_revision(model),
-                "config_sha256": config_hash(model), "weights_fingerprint": fingerprint,
+        want = {"format": STATS_FORMAT, "config_sha256": config_hash(model), "weights_fingerprint": fingerprint,
                 "site": site.module_path(layer), "layer": str(layer)}
-        diffs = [f"{k}: cached {cached.key.get(k)!r}, this model {v!r}" for k, v in want.items()
-                 if cached.key.get(k) != v]
-        if diffs:
-            raise StatsCacheMismatchError(f"{path} belongs to another model; refusing it ({'; '.join(diffs)})")
-        out[layer] = cached
+        found = [(path, key) for path, key in files if key is not None and _same(want, key, MODEL_FIELDS)]
+        if not found:
+            others = sum(1 for _, key in files if key is not None and key.get("layer") == str(layer))
+            raise StatsCacheMissError(
+                f"{cache_dir}: no statistics of layer {layer} for this model"
+                + (f" ({others} of other weights or configs)" if others else ""))
+        if len(found) > 1:
+            listed = "; ".join(f"{p.name}: corpus {k.get('corpus_id')!r}, {k.get('max_tokens')} tokens"
+                               for p, k in found)
+            raise StatsCacheMissError(f"{cache_dir}: {len(found)} statistics of layer {layer} for this model "
+                                      f"({listed}); keep one of them per directory")
+        out[layer] = _read_cached(found[0][0])
     return out
 
 
@@ -373,9 +439,10 @@ def import_memit_npz(path: str | Path, cache_dir: str | Path, model: nn.Module, 
         "site": site.module_path(layer), "layer": str(layer), "corpus_id": corpus_id,
         "corpus_sha256": f"npz:{sha}", "max_tokens": str(m.count), "seq_len": str(seq_len), "dtype": "float64",
     }
-    target = cache_path(cache_dir, key["site"])
+    target = cache_path(cache_dir, key)
     if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+        raise FileExistsError(f"{target} exists (this file was imported for this model before); "
+                              "pass overwrite=True to replace it")
     m = SecondMoment(m.mom2, m.count, source="memit-npz", key=key)
     save_moment(cache_dir, key, m)
     return m

@@ -299,8 +299,9 @@ def counterfact_metrics(
         raise MetricError(f"generation_every must be a positive integer, got {generation_every!r}")
     for r in requests:
         _require_target_true(r)
-    if generation and tfidf is None:
-        raise MetricError("generation=True needs tfidf statistics for consistency (TfidfStats)")
+    if generation and tfidf is None and any(r.reference_texts for r in _generated(requests, generation_every)):
+        raise MetricError("generation=True needs tfidf statistics for consistency (TfidfStats): "
+                          "some requests have reference texts")
     pairs: list[tuple[str, str]] = []
     layout = []  # per request: numbers of edit, paraphrase and neighbourhood prompts
     for r in requests:
@@ -312,7 +313,7 @@ def counterfact_metrics(
         layout.append((1, len(r.paraphrase_prompts), len(r.neighborhood_prompts)))
     scores = score_continuations(model, tokenizer, pairs, batch_size=batch_size, progress=progress)
     generated = {i for i, r in enumerate(requests)
-                 if generation and r.generation_prompts and i % generation_every == 0}
+                 if generation and r.generation_prompts and i % generation_every == 0}  # as _generated
     bar = tqdm(total=len(generated), desc="generate", unit="edit", disable=not (progress and generated), leave=False)
     results = []
     pos = 0
@@ -342,6 +343,48 @@ def counterfact_metrics(
         results.append(row)
     bar.close()
     return results
+
+
+def _generated(requests: Sequence[EditRequest], generation_every: int) -> list[EditRequest]:
+    """The requests that Fluency and Consistency are measured on: every k-th, with generation prompts."""
+    return [r for i, r in enumerate(requests) if r.generation_prompts and i % generation_every == 0]
+
+
+SUITE_METRICS = {"counterfact": ("efficacy", "generalization", "specificity", "fluency", "consistency"),
+                 "zsre": ("efficacy", "generalization", "specificity")}
+
+
+def absent_metrics(requests: Sequence[EditRequest], *, suite: str, generation: bool = False,
+                   generation_every: int = 1) -> dict[str, str]:
+    """``{metric: why}`` for each metric of the papers' table (efficacy, generalization,
+    specificity, fluency, consistency) that the suite will not report on these requests: the
+    reason a reader sees in place of the number (``summary.json``'s ``absent``, the table's
+    footnotes). A metric measured on only some requests is not absent (its ``n`` says on how many).
+    """
+    if suite not in SUITE_METRICS:
+        raise MetricError(f"suite must be one of {sorted(SUITE_METRICS)}, got {suite!r}")
+    absent: dict[str, str] = {}
+    if not any(r.paraphrase_prompts for r in requests):
+        absent["generalization"] = "no request has paraphrase prompts"
+    if not any(r.neighborhood_prompts for r in requests):
+        absent["specificity"] = "no request has neighbourhood prompts"
+    if suite == "zsre":
+        for name in ("fluency", "consistency"):
+            absent[name] = "not part of the ZsRE suite (generation is scored on CounterFact only)"
+        return absent
+    if not generation:
+        for name in ("fluency", "consistency"):
+            absent[name] = "generation was not asked for"
+        return absent
+    generated = _generated(requests, generation_every)
+    if not generated:
+        every = "" if generation_every == 1 else f" (of every {generation_every}-th request)"
+        for name in ("fluency", "consistency"):
+            absent[name] = f"no request{every} has generation prompts"
+    elif not any(r.reference_texts for r in generated):
+        absent["consistency"] = ("no request has reference texts to compare its generations with "
+                                 "(a CounterFact file gets them from attribute_snippets.json)")
+    return absent
 
 
 def zsre_metrics(
@@ -377,6 +420,7 @@ def zsre_metrics(
 
 
 METRIC_SUITES = {"counterfact": counterfact_metrics, "zsre": zsre_metrics}
+assert set(METRIC_SUITES) == set(SUITE_METRICS)
 
 
 def summarize(records: Sequence[Mapping]) -> dict[str, dict]:

@@ -16,7 +16,9 @@
 Nothing here edits a model: the editing stream is the caller's (any callable or loop). Files
 written to ``out_dir``: ``config.json`` (the resolved configuration), ``metrics.jsonl`` (one line
 per checkpoint; protocol ``after_stream`` has one), ``summary.json``, and for ``after_stream``
-``records.jsonl`` (one line of metrics per request). Metric keys are those of
+``records.jsonl`` (one line of metrics per request); ``summary.json``'s ``absent`` gives, for each
+table metric the suite cannot report on the requests, the reason (no paraphrase prompts, no
+reference texts, generation off, ...). Metric keys are those of
 :mod:`llm_experiments.evaluate.metrics` (fractions in [0, 1], entropy in bits; the papers print 100 x).
 """
 
@@ -30,7 +32,13 @@ from pathlib import Path
 
 from llm_experiments.data.requests import EditRequest
 from llm_experiments.data.tfidf import TfidfStats
-from llm_experiments.evaluate.metrics import METRIC_SUITES, counterfact_metrics, summarize, zsre_metrics
+from llm_experiments.evaluate.metrics import (
+    METRIC_SUITES,
+    absent_metrics,
+    counterfact_metrics,
+    summarize,
+    zsre_metrics,
+)
 from rlsedit.config import BOOLEAN, POSITIVE_INT, Config, ConfigError, increasing, one_of
 
 PROTOCOLS = ("after_stream", "along_stream")
@@ -47,7 +55,8 @@ class EvaluationConfig(Config):
     Attributes:
         dataset: metric suite, ``"counterfact"`` (MEMIT's metrics) or ``"zsre"`` (token accuracy).
         batch_size: (prompt, target) pairs per forward pass.
-        generation: also Fluency and Consistency (CounterFact only; needs TF-IDF statistics).
+        generation: also Fluency and Consistency (CounterFact only; Consistency needs TF-IDF
+            statistics, and is reported absent when no request has reference texts).
         max_length: generated text length in tokens, prompt included (MEMIT: 100).
         top_k: top-k sampling for generation (MEMIT: 5).
         seed: seed of the generation's random stream.
@@ -127,6 +136,19 @@ def evaluate_requests(
                                progress=progress)
 
 
+def _check_tfidf(requests: Sequence[EditRequest], config: EvaluationConfig, tfidf: TfidfStats | None) -> None:
+    """Consistency needs TF-IDF statistics when some request has reference texts to compare with."""
+    if config.generation and tfidf is None and any(r.reference_texts for r in requests):
+        raise EvaluationError("config.generation needs tfidf statistics (the requests have reference texts "
+                              "for Consistency)")
+
+
+def absent(requests: Sequence[EditRequest], config: EvaluationConfig) -> dict[str, str]:
+    """``{metric: why}`` for the table's metrics that ``config``'s suite cannot report on ``requests``."""
+    return absent_metrics(requests, suite=config.dataset, generation=config.generation,
+                          generation_every=config.generation_every)
+
+
 def _capability(model, tokenizer, capability: Mapping[str, Callable] | None) -> dict:
     return {name: fn(model, tokenizer) for name, fn in (capability or {}).items()}
 
@@ -162,8 +184,7 @@ def evaluate_after_stream(
     (the editor's settings, say); ``progress`` shows progress bars (scoring, generation).
     Returns the summary written to ``summary.json``.
     """
-    if config.generation and tfidf is None:
-        raise EvaluationError("config.generation needs tfidf statistics")
+    _check_tfidf(requests, config, tfidf)
     out = _prepare_out_dir(out_dir)
     _write_json(out / "config.json", {"protocol": "after_stream", "evaluation": config.to_dict(),
                                       "n_requests": len(requests), "run": dict(run_config or {})})
@@ -177,7 +198,7 @@ def evaluate_after_stream(
             f.write(json.dumps(rec, allow_nan=False) + "\n")
     with (out / "metrics.jsonl").open("w") as f:
         f.write(json.dumps(line, sort_keys=True, allow_nan=False) + "\n")
-    summary = {"protocol": "after_stream", **line}
+    summary = {"protocol": "after_stream", **line, "absent": absent(requests, config)}
     _write_json(out / "summary.json", summary)
     return summary
 
@@ -208,8 +229,7 @@ class StreamRecorder:
         run_config: Mapping | None = None,
         resume_at: int | None = None,
     ) -> None:
-        if config.generation and tfidf is None:
-            raise EvaluationError("config.generation needs tfidf statistics")
+        _check_tfidf(requests, config, tfidf)
         self.requests = list(requests)
         self.config, self.stream, self.tfidf = config, stream, tfidf
         self.capability = dict(capability or {})
@@ -340,6 +360,7 @@ __all__ = [
     "EvaluationConfig",
     "EvaluationError",
     "StreamRecorder",
+    "absent",
     "counterfact_metrics",
     "evaluate_after_stream",
     "evaluate_requests",

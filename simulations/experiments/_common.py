@@ -1,4 +1,4 @@
-"""Small helpers shared by the experiments."""
+"""Small helpers shared by the experiments (their configs' checks raise rlsedit.config.ConfigError)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,17 @@ import math
 import statistics
 from collections.abc import Iterable
 
+from rlsedit.config import ConfigError
+
 
 def check_positive(obj: object, *names: str) -> None:
     for name in names:
         v = getattr(obj, name)
         if isinstance(v, tuple):
             if not v or any(x <= 0 for x in v):
-                raise ValueError(f"{name} must be a non-empty list of positive numbers, got {v}")
+                raise ConfigError(f"{name} must be a non-empty list of positive numbers, got {v}")
         elif not v > 0:
-            raise ValueError(f"{name} must be > 0, got {v}")
+            raise ConfigError(f"{name} must be > 0, got {v}")
 
 
 def check_non_negative(obj: object, *names: str) -> None:
@@ -22,7 +24,7 @@ def check_non_negative(obj: object, *names: str) -> None:
         v = getattr(obj, name)
         vals = v if isinstance(v, tuple) else (v,)
         if not vals or any(not (math.isfinite(x) and x >= 0) for x in vals):
-            raise ValueError(f"{name} must be finite and >= 0, got {v}")
+            raise ConfigError(f"{name} must be finite and >= 0, got {v}")
 
 
 def quantiles(values: Iterable[float]) -> dict[str, float]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 import rlsedit
+from rlsedit.config import Config as BaseConfig
 from simulations.streams import make_stream
 
 from ._common import check_positive, loglog_slope
@@ -29,7 +30,7 @@ NAME = "cost"
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(BaseConfig):
     """Options of the cost experiment.
 
     d_k, d_v: layer size; n_history: batches in the history sweep; u_history: rows per batch there;
@@ -47,7 +48,7 @@ class Config:
     threads: int = 1
     dtype: str = "float64"
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         check_positive(self, "d_k", "d_v", "n_history", "u_history", "batch_sizes", "repeats", "threads")
         if self.dtype not in ("float32", "float64"):
             raise ValueError("dtype must be float32 or float64")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from rlsedit import RLSEditError, make_editor
+from rlsedit.config import Config as BaseConfig
 from simulations.streams import KINDS, make_stream
 
 from ._common import check_non_negative, check_positive
@@ -26,7 +27,7 @@ EDITOR_NAMES = ("rlsedit", "memit", "alphaedit", "rome", "ft")
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(BaseConfig):
     """Options of the general sweep (every list is comma-separated on the command line).
 
     generators: stream kinds; editors: editor names; lams, mus: regulariser weights; d_ks, d_vs, us:
@@ -49,7 +50,7 @@ class Config:
     anchor_rank: int = 0
     alpha_threshold: float = 0.05
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         check_positive(self, "d_ks", "d_vs", "us", "n_batches", "n_checkpoints")
         check_non_negative(self, "lams", "mus", "alpha_threshold", "anchor_rank")
         if not self.generators or any(g not in KINDS for g in self.generators):

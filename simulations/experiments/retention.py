@@ -8,6 +8,15 @@ Every editor gets the same stream (same W0, same anchor Gram, same batches). Aft
     last_residual     the same for the batch just written
     heldout_drift     tr(D^T Sigma_A D) / tr(W0^T Sigma_A W0), D = W_t - W0: damage on the
                       anchor's key distribution ("generic text")
+    cohort_bound      RLSEdit's bound on the cohort's residual (same normalisation), from the stream
+                      and an independent solve (:func:`theory.cohort_retention_bound` with the
+                      comparator W* = W_true, the map that generates "truth" values); it bounds the
+                      RLS editor only: the other editors may cross it
+    retention_bound   sqrt(min J_t) / ||K W0 - V||_F: RLSEdit's bound on all edits' residual
+                      (:func:`theory.comparator_bound` at the minimiser)
+
+The bounds are informative for realisable streams (``values = "truth"``); with arbitrary values
+W_true is unrelated to the values and the cohort bound is loose (it is still recorded).
 
 Editors' options: RLSEdit, MEMIT and ROME share lam, mu and the anchor Gram; AlphaEdit projects on
 the eigenvectors of the anchor Gram below ``alpha_threshold`` * its largest eigenvalue, with its
@@ -21,7 +30,9 @@ from dataclasses import dataclass
 import torch
 
 from rlsedit import make_editor
+from rlsedit.config import Config as BaseConfig
 from simulations.streams import KINDS, make_stream
+from theory import cohort_retention_bound, solve_stream
 
 from ._common import check_non_negative, check_positive
 
@@ -30,7 +41,7 @@ EDITOR_NAMES = ("rlsedit", "memit", "alphaedit", "rome", "ft")
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(BaseConfig):
     """Options of the retention experiment.
 
     editors: which editors; kind, values, noise: the stream; d_k, d_v, u, n_batches: sizes;
@@ -58,7 +69,7 @@ class Config:
     ft_lr: float = 1.0
     seeds: int = 3
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         check_positive(self, "d_k", "d_v", "u", "n_batches", "cohort_batches", "ft_steps", "seeds", "alpha_l2")
         check_non_negative(self, "lam", "mu", "alpha_threshold", "noise", "n_anchor")
         if any(e not in EDITOR_NAMES for e in self.editors) or not self.editors:
@@ -100,19 +111,30 @@ def run_cell(config: Config, cell: dict) -> list[dict]:
     W0, G, SA = s.W0, s.anchor_gram, s.Sigma_A
     editor = _editor(config, cell["editor"], W0, G)
     held0 = float((W0 * (SA @ W0)).sum())
-    keys, values, out = [], [], []
-    for b, (K, V) in enumerate(s.batches(config.n_batches)):
+    batches = list(s.batches(config.n_batches))
+    keys, values = [b[0] for b in batches], [b[1] for b in batches]
+    # RLSEdit's bounds, from the stream and the normal equations solved from scratch (no editor)
+    ref = solve_stream(W0, keys, values, lam=config.lam, mu=config.mu, anchor_gram=G if config.mu > 0 else None)
+    Kc, Vc = torch.cat(keys[: config.cohort_batches]), torch.cat(values[: config.cohort_batches])
+    cohort0 = float(torch.linalg.vector_norm(Kc @ W0 - Vc))
+    out = []
+    for b, (K, V) in enumerate(batches):
         editor.update(K, V)
-        keys.append(K)
-        values.append(V)
         W = editor.W
-        Kc, Vc = torch.cat(keys[: config.cohort_batches]), torch.cat(values[: config.cohort_batches])
         D = W - W0
-        out.append({"editor": cell["editor"], "seed": cell["seed"], "batch": b, "edits": (b + 1) * config.u,
-                    "cohort_residual": _rel(Kc, Vc, W, W0) if b + 1 >= config.cohort_batches else None,
-                    "all_residual": _rel(torch.cat(keys), torch.cat(values), W, W0),
-                    "last_residual": _rel(K, V, W, W0),
-                    "heldout_drift": float((D * (SA @ D)).sum()) / held0})
+        K_all, V_all = torch.cat(keys[: b + 1]), torch.cat(values[: b + 1])
+        rec = {"editor": cell["editor"], "seed": cell["seed"], "batch": b, "edits": (b + 1) * config.u,
+               "cohort_residual": _rel(Kc, Vc, W, W0) if b + 1 >= config.cohort_batches else None,
+               "all_residual": _rel(K_all, V_all, W, W0),
+               "last_residual": _rel(K, V, W, W0),
+               "heldout_drift": float((D * (SA @ D)).sum()) / held0,
+               "retention_bound": ref[b + 1].J_min ** 0.5 / float(torch.linalg.vector_norm(K_all @ W0 - V_all)),
+               "cohort_bound": None}
+        if b + 1 >= config.cohort_batches and cohort0 > 0:
+            bound = cohort_retention_bound(ref[b + 1].C, Kc, Vc, s.W_true, W0, K_all, V_all, lam=config.lam,
+                                           mu=config.mu, anchor_gram=G if config.mu > 0 else None)
+            rec["cohort_bound"] = bound**0.5 / cohort0
+        out.append(rec)
     return out
 
 
@@ -125,5 +147,16 @@ def summarize(config: Config, records: list[dict]) -> dict:
             continue
         final[e] = {k: sum(r[k] for r in rs) / len(rs)
                     for k in ("cohort_residual", "all_residual", "last_residual", "heldout_drift")}
+    rls = [r for r in records if r["editor"] == "rlsedit" and r["cohort_bound"] is not None]
+    crossings = {e: sum(1 for r in records if r["editor"] == e and r["cohort_bound"] is not None
+                        and r["cohort_residual"] > r["cohort_bound"]) for e in config.editors}
     return {"final_mean_over_seeds": final, "n_edits": config.n_batches * config.u,
-            "cohort_edits": config.cohort_batches * config.u}
+            "cohort_edits": config.cohort_batches * config.u,
+            "rlsedit_max_cohort_residual_over_bound": max((r["cohort_residual"] / r["cohort_bound"] for r in rls
+                                                           if r["cohort_bound"] > 0), default=None),
+            "rlsedit_max_all_residual_over_retention_bound": max(
+                (r["all_residual"] / r["retention_bound"] for r in records
+                 if r["editor"] == "rlsedit" and r["retention_bound"] > 0), default=None),
+            "batches_above_rls_cohort_bound": crossings,
+            "final_mean_cohort_bound": sum(r["cohort_bound"] for r in rls if r["batch"] == last)
+            / max(1, sum(1 for r in rls if r["batch"] == last))}

@@ -10,7 +10,10 @@ room for the edits); for every (lam, mu) of the grid the minimiser W(lam, mu) (b
 
 The summary counts the monotonicity checks of the theory (g non-increasing and f + mu h
 non-decreasing in lam; h non-increasing and f + lam g non-decreasing in mu) and the distances to
-the limits: lam, mu -> 0 (full adherence), lam -> inf (W0), mu -> inf (anchor pinned).
+the limits: lam, mu -> 0 (full adherence), lam -> inf (W0), mu -> inf (anchor pinned), and the
+rate of the last one at the smallest lam: the log-log slope of ||W(mu) - W_pin||_F over the largest
+quarter of the mu grid (theory: -1; the upper half is recorded) and mu ||W(mu) - W_pin||_F / ||D1||_F
+at the largest mu (theory: -> 1; D1 the exact first-order term, :func:`theory.anchor_pinned_first_order`).
 """
 
 from __future__ import annotations
@@ -22,8 +25,15 @@ import numpy as np
 import torch
 
 import rlsedit
+from rlsedit.config import Config as BaseConfig
 from simulations.streams import KINDS, make_stream
-from theory import anchor_pinned_limit, full_adherence_limit, tradeoff_terms
+from theory import (
+    anchor_pinned_first_order,
+    anchor_pinned_limit,
+    fit_loglog_slope,
+    full_adherence_limit,
+    tradeoff_terms,
+)
 
 from ._common import check_positive
 
@@ -31,7 +41,7 @@ NAME = "tradeoff"
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(BaseConfig):
     """Options of the trade-off experiment.
 
     kind: stream kind; lam_range, mu_range: log10 of the smallest and largest lam / mu ("lo,hi");
@@ -54,7 +64,7 @@ class Config:
     seed: int = 0
     tolerance: float = 1e-7
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         check_positive(self, "n_grid", "d_k", "d_v", "u", "n_batches", "tolerance")
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}")
@@ -136,7 +146,16 @@ def summarize(config: Config, records: list[dict]) -> dict:
         W = rlsedit.batch_solve(W0, K, V, lam=lam, mu=mu, anchor_gram=G)
         return float(torch.linalg.vector_norm(W - ref) / torch.linalg.vector_norm(ref))
 
+    W_pin = anchor_pinned_limit(W0, K, V, lam=lo_l, anchor_gram=G)
+    D1 = float(torch.linalg.vector_norm(anchor_pinned_first_order(W0, K, V, lam=lo_l, anchor_gram=G)))
+    upper = [mu for mu in mus if mu >= mus[len(mus) // 2]]
+    pin = [float(torch.linalg.vector_norm(rlsedit.batch_solve(W0, K, V, lam=lo_l, mu=mu, anchor_gram=G) - W_pin))
+           for mu in upper]
     return {
+        "anchor_pinned_rate": {"lam": lo_l, "mus": upper, "dist": pin,
+                               "slope": fit_loglog_slope(upper[len(upper) // 2:], pin[len(pin) // 2:]),
+                               "theory_slope": -1.0, "first_order_ratio_at_largest_mu": upper[-1] * pin[-1] / D1,
+                               "first_order_ratio_by_mu": [mu * d / D1 for mu, d in zip(upper, pin, strict=True)]},
         "n_monotonicity_checks": n_checks,
         "n_monotonicity_violations": violations,
         "corner_adherence": {f"lam={lam:g},mu={mu:g}": at[(lam, mu)]["adherence"]

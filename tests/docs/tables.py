@@ -70,7 +70,8 @@ def load_builders() -> dict[str, Callable[[], str]]:
     for info in pkgutil.iter_modules([str(package)]):
         if info.name.startswith("tables_"):
             importlib.import_module(f"tests.docs.{info.name}")
-    return BUILDERS
+    # the modules register with tests.docs.tables, which is not this module under `python -m`
+    return importlib.import_module("tests.docs.tables").BUILDERS
 
 
 def pages() -> list[Path]:

@@ -125,3 +125,12 @@ def test_a_config_whose_rules_are_skipped_would_be_caught():
     assert Skips(steps=0).steps == 0
     with pytest.raises(ToyError):
         Inner(steps=0)
+
+
+def test_merge_applies_overrides_like_from_dict():
+    cfg = Outer().merge({"layers": [3, 4], "inner": {"steps": 2}})
+    assert cfg == Outer(layers=(3, 4), inner=Inner(steps=2))
+    with pytest.raises(ToyError, match=r"Outer: unknown option\(s\) \['zzz'\]"):
+        Outer().merge({"zzz": 1})
+    with pytest.raises(ToyError, match="name"):
+        Outer().merge({"name": "q"})

@@ -213,9 +213,11 @@ def test_replace_is_atomic():
     assert_unchanged(ed, before)
 
 
-def test_replace_rolls_back_when_the_update_fails_after_the_retraction(monkeypatch):
+@pytest.mark.parametrize("refactor_every", [3, None])
+def test_replace_rolls_back_when_the_update_fails_after_the_retraction(monkeypatch, refactor_every):
+    """Everything comes back: C, W, the counters, the information matrix and the ledger of batches."""
     rng = np.random.default_rng(4)
-    ed = rlsedit.RLSEditor(rng.standard_normal((5, 2)), lam=1.0, refactor_every=3)
+    ed = rlsedit.RLSEditor(rng.standard_normal((5, 2)), lam=1.0, refactor_every=refactor_every)
     K, V = rng.standard_normal((2, 5)), rng.standard_normal((2, 2))
     ed.update(K, V)
     before = snapshot(ed)
@@ -227,6 +229,7 @@ def test_replace_rolls_back_when_the_update_fails_after_the_retraction(monkeypat
     with pytest.raises(rlsedit.FactorizationError, match="simulated"):
         ed.replace(K, V, K, 2 * V)
     assert_unchanged(ed, before)
+    assert [e.batch_id for e in ed.applied_batches] == [0]
 
 
 def test_rebuilt_C_is_exactly_symmetric():

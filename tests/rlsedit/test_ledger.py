@@ -389,25 +389,6 @@ def test_replace_looks_the_old_batch_up_before_any_arithmetic():
     assert_unchanged(ed, before)
 
 
-def test_a_failed_replace_restores_the_ledger(monkeypatch):
-    rng = np.random.default_rng(5)
-    ed = RLSEditor(rng.standard_normal((5, 2)), lam=1.0)
-    K, V = rng.standard_normal((2, 5)), rng.standard_normal((2, 2))
-    ed.update(K, V)
-    before = snapshot(ed)
-
-    def failing_update(K, V):
-        raise rlsedit.FactorizationError("simulated failure of the second step")
-
-    monkeypatch.setattr(ed, "update", failing_update)
-    with pytest.raises(rlsedit.FactorizationError, match="simulated"):
-        ed.replace(K, V, K, 2 * V)
-    assert_unchanged(ed, before)
-    assert [e.batch_id for e in ed.applied_batches] == [0]
-    monkeypatch.undo()
-    ed.retract(K, V)  # the entry is back and usable
-
-
 def test_the_math_check_still_refuses_what_the_ledger_cannot_see():
     """rls_retract's check (I - K C K^T not positive definite) stays: on the pure function, for an
     unrecorded batch, and for a ledger entry whose state rounding has broken (here: C inflated)."""

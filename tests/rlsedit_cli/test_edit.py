@@ -327,10 +327,14 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(five_runs, tmp_p
     monkeypatch.setattr(EditingSession, "edit_batch", dies_on_the_third_batch)
     with pytest.raises(KeyboardInterrupt):
         main([*args, "--out", str(tmp_path / "cut")])
-    monkeypatch.setattr(EditingSession, "edit_batch", original)
     with pytest.raises(SystemExit, match="drop --n-edits"):
         main(["edit", "--resume", "--out", str(tmp_path / "cut"), "--n-edits", "8"])
+    calls.clear()
+    monkeypatch.setattr(EditingSession, "edit_batch", lambda self, r: (calls.append(1), original(self, r))[1])
     assert main(["edit", "--resume", "--out", str(tmp_path / "cut"), "--no-progress"]) == 0
+    # only the lost batch is edited again (a resume that restarted the stream, the state-reset mutant,
+    # would edit all three and still end with the same numbers)
+    assert len(calls) == 1
 
     def without_time(rows):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
@@ -362,3 +366,11 @@ def test_a_preset_sets_the_editing_section_and_options_override_it():
     assert config.editing.layers == (4, 5, 6, 7, 8) and config.editing.n_w == 15000
     assert config.editing.batch_size == 10 and dict(config.editing.editor_options) == {"lam": 0.0, "mu": 1.0}
     assert config == ExperimentConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+
+
+def test_another_editor_over_a_config_keeps_the_options_both_take():
+    base = ExperimentConfig.from_options(editor="rlsedit", lam=0.5, mu=2.0)
+    memit = ExperimentConfig.from_options(base, editor="memit")
+    assert dict(memit.editing.editor_options) == {"lam": 0.5, "mu": 2.0}
+    alpha = ExperimentConfig.from_options(base, editor="alphaedit")
+    assert dict(alpha.editing.editor_options) == dict(preset("tiny", "alphaedit").editor_options)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from rlsedit.config import Config
 from simulations.config import build_config, parse_sets
 from simulations.sweep import SweepConfigError, read_metrics, run_sweep
 
@@ -61,13 +62,13 @@ def test_duplicate_cells_are_refused(tmp_path):
 
 
 @dataclass(frozen=True)
-class _Cfg:
+class _Cfg(Config):  # an experiment's config: a rlsedit.config.Config with a quick() preset
     n: int = 1
     xs: tuple[float, ...] = (1.0,)
     flag: bool = False
     name: str = "a"
 
-    def __post_init__(self):
+    def validate(self):
         if self.n < 0:
             raise ValueError("n must be >= 0")
 
@@ -88,3 +89,6 @@ def test_config_overrides_are_typed_and_validated(tmp_path):
         parse_sets(_Cfg, ["n"])
     with pytest.raises(ValueError, match="n must be >= 0"):
         build_config(_Cfg, quick=False, sets=["n=-1"])
+    f.write_text(json.dumps({"n": 5, "zzz": 1}))
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['zzz'\]"):
+        build_config(_Cfg, quick=True, file=f)

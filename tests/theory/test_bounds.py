@@ -152,15 +152,39 @@ def test_soft_write_residual_is_S_inverse_times_residual_before(p):
 @HALF
 @given(problems(custom_values=False, max_u=3))
 def test_loewner_gap_has_rank_at_most_u(p):
-    assume(tolerance(F64, p.kappa()) <= 1e-6)
+    """The editor's C_t against the inverse of A_t formed from scratch (numpy); the Loewner order
+    and the rank of C_{t-1} - C_t on those independent inverses. (On the editor's own C alone the
+    order holds for C_t = C_{t-1} - F F^T whatever F is: not evidence; see the flipped-sign test.)"""
+    tol = tolerance(F64, p.kappa())
+    assume(tol <= 1e-6)
     W0, keys, values, G = _stream_kwargs(p)
     anchor = {} if G is None else {"anchor_gram": G}
     ed = rlsedit.RLSEditor(W0, lam=p.lam, mu=p.mu if G is not None else 0.0, **anchor)
-    for K, V in zip(keys, values, strict=True):
-        C_prev = ed.C.clone()
+    for t, (K, V) in enumerate(zip(keys, values, strict=True), start=1):
         ed.update(K, V)
-        assert theory.loewner_gap_rank(C_prev, ed.C, rtol=1e-7) <= K.shape[0]
-        assert theory.loewner_ratio(C_prev, ed.C) <= 1 + tolerance(F64, p.kappa())
+        C_prev = torch.from_numpy(np.linalg.inv(p.normal_matrix(t - 1)))
+        C_t = torch.from_numpy(np.linalg.inv(p.normal_matrix(t)))
+        assert float((ed.C - C_t).norm() / C_t.norm()) <= tol
+        assert theory.loewner_gap_rank(C_prev, C_t, rtol=1e-7) <= K.shape[0]
+        assert theory.loewner_ratio(C_prev, C_t) <= 1 + tol
+
+
+def test_a_flipped_downdate_breaks_the_loewner_order_and_the_inverse():
+    """The negative control for the test above: C_t = C_{t-1} + F S^{-1} F^T grows, so the ratio
+    exceeds 1 and C_t is not the inverse of A_t."""
+    from theory.mutants import FlippedDowndateEditor
+
+    g = torch.Generator().manual_seed(0)
+    W0 = torch.randn(5, 2, generator=g, dtype=F64)
+    ed = FlippedDowndateEditor(W0, lam=1.0)
+    A = torch.eye(5, dtype=F64)
+    for _ in range(2):
+        C_prev = ed._C.clone()
+        K = torch.randn(2, 5, generator=g, dtype=F64)
+        ed.update(K, torch.randn(2, 2, generator=g, dtype=F64))
+        A = A + K.T @ K
+    assert theory.loewner_ratio(C_prev, ed._C) > 1.5
+    assert float((ed._C - torch.linalg.inv(A)).norm() / torch.linalg.inv(A).norm()) > 0.1
 
 
 # -- tightness: one test per claim --------------------------------------------------------------

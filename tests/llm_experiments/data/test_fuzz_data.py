@@ -240,7 +240,7 @@ def test_damaged_counterfact_files_load_or_raise_a_named_data_error(tmp_path, ca
     try:
         reqs = load_counterfact(path, snippets=snippets, limit=limit)
     except DataError as exc:
-        if "limit" in str(exc) and not str(exc).startswith(path.name):
+        if str(exc).startswith("limit must be"):
             assert limit is not None
             return
         assert_named(exc, path, index, touched)
@@ -267,7 +267,7 @@ def test_damaged_zsre_files_load_or_raise_a_named_data_error(tmp_path, case, lim
     try:
         reqs = load_zsre(path, target=target, limit=limit)
     except DataError as exc:
-        if not str(exc).startswith(path.name) and ("limit" in str(exc) or "target" in str(exc)):
+        if str(exc).startswith(("limit must be", "target must be")):
             assert limit is not None or target not in ("answers", "alt")
             return
         assert_named(exc, path, index, touched)
@@ -597,7 +597,8 @@ N3 = ("--n-edits", "3", "--no-generation")
     (["--data", "{d}/zsre.json", "--dataset", "zsre", "--no-generation"], ["zsre.json", "record 1", "'answers'"]),
     (["--data", "{d}/good_cf.json", "--snippets", "{d}/snips.json"], ["snips.json", "target_id"]),
     (["--data", "{d}/good_cf.json", "--n-edits", "5"], ["n_edits", "holds only 3 records"]),
-    (["--data", "{d}/good_cf.json", "--n-edits", "3"], ["no reference texts"]),
+    # without snippets the file is read (Consistency is then reported absent): the next problem is the model
+    (["--data", "{d}/good_cf.json", "--n-edits", "3"], ["model", "config.json"]),
     (["--data", "{d}/good_cf.json", *N3, "--stats-corpus", "{d}/missing.txt"], ["missing.txt", "no such file"]),
     (["--data", "{d}/good_cf.json", *N3, "--stats-corpus", "{d}/folder.json"], ["folder.json", "directory"]),
     (["--data", "{d}/good_cf.json", *N3, "--stats-corpus", "{d}/text.txt"], ["text.txt", "UTF-8"]),

@@ -42,17 +42,27 @@ def test_llm_stats_computes_then_reuses_then_refuses(checkpoint, tmp_path, capsy
     from rlsedit_cli import main
 
     path, corpus = checkpoint
-    args = ["llm-stats", "--model", str(path), "--layers", "0,2", "--cache-dir", str(tmp_path / "stats"),
+    stats = tmp_path / "stats"
+    args = ["llm-stats", "--model", str(path), "--layers", "0,2", "--cache-dir", str(stats),
             "--corpus", str(corpus), "--corpus-id", "tiny", "--max-tokens", "30", "--no-progress"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.count(" computed") == 2 and "   30 " in out
     assert main(args) == 0
     assert capsys.readouterr().out.count("cache (computed)") == 2
-    from llm_experiments.edit.statistics import StatsCacheMismatchError
-
-    with pytest.raises(StatsCacheMismatchError, match="max_tokens"):
-        main([*args[:-3], "--max-tokens", "31", "--no-progress"])
+    # another token count is another statistic, kept beside the first (the cache is keyed by content)
+    assert main([*args[:-3], "--max-tokens", "31", "--no-progress"]) == 0
+    assert capsys.readouterr().out.count(" computed") == 2
+    assert len(list(stats.glob("*.safetensors"))) == 4
+    # a damaged cache file: one line naming the file and the option that fixes it, no traceback
+    for f in stats.glob("*.safetensors"):
+        f.write_bytes(b"damaged")
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    message = str(info.value)
+    assert "\n" not in message and "--overwrite" in message and str(stats) in message
+    assert main([*args, "--overwrite"]) == 0
+    assert capsys.readouterr().out.count(" computed") == 2
 
 
 def test_llm_stats_imports_a_memit_npz(checkpoint, tmp_path, capsys):
