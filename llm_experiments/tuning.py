@@ -199,25 +199,30 @@ class ModelFacts:
 
 
 def model_facts(model_dir: str | Path, stats_dir: str | Path, layer: int = 0) -> ModelFacts:
-    """Read the facts of ``layer``'s ``down_proj`` from a tiny model's directory and its statistics cache."""
-    import torch
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    """Read the facts of ``layer``'s edited module from a model's directory and the statistics cache.
 
-    name = f"model.layers.{layer}.mlp.down_proj"
-    weights = load_file(str(Path(model_dir) / "model.safetensors"))
-    if f"{name}.weight" not in weights:
-        raise TuningError(f"{model_dir}: no {name}.weight in model.safetensors")
-    files = sorted(Path(stats_dir).glob(f"{name}*.safetensors"))
-    if not files:
-        raise TuningError(f"{stats_dir}: no cached E[kk^T] for {name} (run an editor with statistics first)")
-    with safe_open(str(files[0]), framework="pt") as f:  # the layout of llm_experiments.edit.statistics
-        mom2, count = f.get_tensor("mom2").double(), int((f.metadata() or {}).get("count", 0))
-    if count < 1:
-        raise TuningError(f"{files[0]}: no key count in its metadata")
-    moment = mom2 / count
-    eig = torch.linalg.eigvalsh((moment + moment.T) / 2)
-    return ModelFacts(tuple(float(x) for x in eig), float(weights[f"{name}.weight"].abs().mean()))
+    The statistic is the one in ``stats_dir`` computed for this model (its config and weights, by
+    :func:`llm_experiments.edit.statistics.load_second_moments`), whichever other models' files the
+    cache also holds.
+    """
+    import torch
+
+    from llm_experiments.edit.statistics import StatsCacheMissError, load_second_moments
+    from llm_experiments.model.loading import ModelPathError, load_model
+    from llm_experiments.model.sites import site_for
+
+    try:
+        model, _ = load_model(model_dir, load_tokenizer=False)
+    except ModelPathError as exc:
+        raise TuningError(str(exc)) from exc
+    try:
+        moment = load_second_moments(model, [layer], stats_dir)[layer]
+    except StatsCacheMissError as exc:
+        raise TuningError(f"no cached E[kk^T] for {model_dir}: {exc} (run an editor with statistics first)") from exc
+    weight = model.get_submodule(site_for(model).module_path(layer)).weight.detach()
+    m = moment.moment().double()
+    eig = torch.linalg.eigvalsh((m + m.T) / 2)
+    return ModelFacts(tuple(float(x) for x in eig), float(weight.abs().mean()))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
                 if done is None:
                     raise SystemExit(f"rlsedit compare: {editor}'s rule reads E[kk^T]; list another editor first")
                 model_dir = Path(json.loads(done.read_text())["config"]["resolved"]["model_path"])
-                facts = model_facts(model_dir, Path(args.cache).expanduser() / "stats" / model_dir.name)
+                facts = model_facts(model_dir, Path(args.cache).expanduser() / "stats")
             argv = edit_argv(regime, editor, settings["values"], settings[editor], world_seed=REPORT_WORLD_SEED,
                              edit_seed=seed, out=out, facts=facts, along=True,
                              generation_every=0 if args.zsre else generation, data=data, cache=args.cache,

@@ -66,7 +66,7 @@ def _facts(summary: dict, cache: str):
     from llm_experiments.tuning import model_facts
 
     model_dir = Path(summary["config"]["resolved"]["model_path"])
-    return model_facts(model_dir, Path(cache).expanduser() / "stats" / model_dir.name)
+    return model_facts(model_dir, Path(cache).expanduser() / "stats")
 
 
 def _row(summary: dict, **fields) -> dict:

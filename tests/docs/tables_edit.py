@@ -219,8 +219,8 @@ def _register() -> None:
         builder(f"edit_tuning_editors_{regime}")(lambda r=regime: tuning_editors(r))
     for path in sorted(data.glob("*.json")) if data.is_dir() else []:
         name = path.stem
-        if name.startswith("tuning_") or name in ("models", "writes"):
-            continue
+        if name.startswith("tuning_") or "runs" not in read_json(f"{DATA}/{name}.json"):
+            continue  # tuning records and the other data (models, writes, timings) have builders of their own
         builder(f"edit_{name}_main")(lambda n=name: main_table(n))
         builder(f"edit_{name}_retention")(lambda n=name: retention(n))
         builder(f"edit_{name}_paired")(lambda n=name: paired(n))

@@ -93,23 +93,51 @@ def test_alphaedit_and_ft_rules_read_the_model():
     assert unbounded.editing.editor_options["norm_bound"] is None
 
 
-def test_model_facts_reads_the_caches(tmp_path):
+def _two_models_cache(tmp_path):
+    """A cache holding this model's statistic and another model's (ten times the scale), the other's
+    file renamed to sort first (the cache finds a file by the key inside it, not by its name)."""
     import torch
-    from safetensors.torch import save_file
+
+    from llm_experiments.edit.statistics import SecondMoment, TextCorpus, save_moment, stats_key
+    from tests.llm_fixtures import tiny_model
 
     g = torch.Generator().manual_seed(0)
-    keys = torch.randn(500, 12, generator=g, dtype=torch.float64) * torch.linspace(0.1, 3.0, 12, dtype=torch.float64)
-    (tmp_path / "model").mkdir()
-    (tmp_path / "stats").mkdir()
-    w = torch.randn(8, 12, generator=g)
-    save_file({"model.layers.0.mlp.down_proj.weight": w}, str(tmp_path / "model" / "model.safetensors"))
-    save_file({"mom2": keys.T @ keys}, str(tmp_path / "stats" / "model.layers.0.mlp.down_proj.safetensors"),
-              metadata={"count": "500"})
-    facts = tuning.model_facts(tmp_path / "model", tmp_path / "stats")
+    corpus = TextCorpus(texts=["a b c"], corpus_id="test")
+    mine, other = tiny_model(seed=0), tiny_model(seed=1)
+    mine.save_pretrained(tmp_path / "model")
+    d_k = mine.config.intermediate_size
+    for model, scale in ((other, 10.0), (mine, 1.0)):
+        keys = scale * torch.randn(500, d_k, generator=g, dtype=torch.float64) * torch.linspace(
+            0.1, 3.0, d_k, dtype=torch.float64)
+        key = stats_key(model, 0, corpus, max_tokens=500, seq_len=8, dtype=torch.float32)
+        path = save_moment(tmp_path / "stats", key, SecondMoment(keys.T @ keys, 500))
+        if model is other:
+            path.rename(path.with_name("0-another-model.safetensors"))
     oracle = np.linalg.eigvalsh((keys.T @ keys).numpy() / 500)
+    return mine, oracle
+
+
+def test_model_facts_reads_this_models_statistic_among_others(tmp_path):
+    """The eigenvalues of E[kk^T] and mean |W0| of the model at hand, against numpy."""
+    mine, oracle = _two_models_cache(tmp_path)
+    facts = tuning.model_facts(tmp_path / "model", tmp_path / "stats")
+    w = mine.model.layers[0].mlp.down_proj.weight.detach()
     assert np.allclose(facts.eigenvalues, oracle) and facts.w0_mean_abs == pytest.approx(float(w.abs().mean()))
     with pytest.raises(TuningError, match="no cached E"):
-        tuning.model_facts(tmp_path / "model", tmp_path)
+        tuning.model_facts(tmp_path / "model", tmp_path / "empty")
+    with pytest.raises(TuningError, match="does not exist"):
+        tuning.model_facts(tmp_path / "nowhere", tmp_path / "stats")
+
+
+def test_model_facts_mutant_reading_the_caches_first_file_is_caught(tmp_path, monkeypatch):
+    """Mutant: the cache's first statistics file, whoever's it is (what a per-model folder allowed)."""
+    import llm_experiments.edit.statistics as st
+
+    _, oracle = _two_models_cache(tmp_path)
+    monkeypatch.setattr(st, "load_second_moments",
+                        lambda model, layers, cache_dir: {layers[0]: st._read_cached(st._cache_files(cache_dir)[0])})
+    facts = tuning.model_facts(tmp_path / "model", tmp_path / "stats")
+    assert not np.allclose(facts.eigenvalues, oracle)
 
 
 def value_rows(scores):
