@@ -36,16 +36,20 @@ def _orthonormal_rows(u: int, d: int, g: torch.Generator) -> torch.Tensor:
     return Q.T  # (u, d), Q Q^T = I
 
 
+def _anchor_metric(d_k: int, lam: float, mu: float, g: torch.Generator):
+    """A random anchor gram G = K0^T K0 (K0: 2 d_k x d_k) and P^{1/2}, P^{-1/2} of P = lam I + mu G."""
+    K0 = torch.randn(2 * d_k, d_k, generator=g, dtype=DTYPE)
+    G = K0.T @ K0
+    ev, U = torch.linalg.eigh(lam * torch.eye(d_k, dtype=DTYPE) + mu * G)
+    return G, (U * ev.sqrt()) @ U.T, (U / ev.sqrt()) @ U.T
+
+
 def quarter_tight_stream(d_k: int = 8, d_v: int = 3, u: int = 3, lam: float = 0.5, mu: float = 2.0,
                          seed: int = 0) -> TightStream:
     """K = Q P^{1/2} with orthonormal rows Q: every singular value of K P^{-1/2} is 1, so the
     quarter energy bound lam||W_t - W0||^2 + mu||K0 (W_t - W0)||^2 <= E_t / 4 is an equality."""
     g = _gen(seed)
-    K0 = torch.randn(2 * d_k, d_k, generator=g, dtype=DTYPE)
-    G = K0.T @ K0
-    P = lam * torch.eye(d_k, dtype=DTYPE) + mu * G
-    ev, U = torch.linalg.eigh(P)
-    P_half = (U * ev.sqrt()) @ U.T
+    G, P_half, _ = _anchor_metric(d_k, lam, mu, g)
     K = _orthonormal_rows(u, d_k, g) @ P_half  # (u, d_k)
     W0 = torch.randn(d_k, d_v, generator=g, dtype=DTYPE)
     V = K @ W0 + torch.randn(u, d_v, generator=g, dtype=DTYPE)
@@ -111,12 +115,7 @@ def quarter_comparator_tight_stream(d_k: int = 8, d_v: int = 3, u: int = 3, lam:
     W* - W0 = P^{-1/2} Q^T Z: every singular value of K P^{-1/2} that meets the edits is 1, so
     ||K W_t - V||_F = sqrt(Omega(W*)) / 2 exactly (the quarter comparator bound is an equality)."""
     g = _gen(seed)
-    K0 = torch.randn(2 * d_k, d_k, generator=g, dtype=DTYPE)
-    G = K0.T @ K0
-    P = lam * torch.eye(d_k, dtype=DTYPE) + mu * G
-    ev, U = torch.linalg.eigh(P)
-    P_half = (U * ev.sqrt()) @ U.T
-    P_mhalf = (U / ev.sqrt()) @ U.T
+    G, P_half, P_mhalf = _anchor_metric(d_k, lam, mu, g)
     Q = _orthonormal_rows(u, d_k, g)
     K = Q @ P_half  # (u, d_k)
     W0 = torch.randn(d_k, d_v, generator=g, dtype=DTYPE)
