@@ -192,7 +192,8 @@ def long_summary() -> str:
         f"{last['W_rel_err_of_change'] / first['W_rel_err_of_change']:.1f}x that at {last['edits']:,}; "
         f"the square root of {last['edits'] // first['edits']} is {(last['edits'] / first['edits']) ** 0.5:.1f}),\n"
         "  the signature of independent roundings adding up rather than of an instability. At 10,000 edits\n"
-        "  it agrees with the realsize run of docs/theory.md (7.7e-7, that page's number).",
+        "  it agrees with the realsize run of docs/theory.md "
+        f"({e(read_json('theory_data/realsize_summary.json')['rec_vs_batch_rel']['10000'])}, that page's number).",
         f"- **C {'healthy' if healthy else 'NOT healthy'} throughout**: symmetric to the last bit, positive definite "
         "at every checkpoint, its\n  condition number "
         f"{min(conds) / 1e4:.1f}-{max(conds) / 1e4:.1f}e4 and slowly falling as the edits add information (the "

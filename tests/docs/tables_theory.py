@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from tests.docs.tables import builder, markdown, read_json
+from tests.docs.tables_reliability import e as sci
 
 CONTROLS = {"do_nothing": "do nothing (`W_t = W0`)", "flipped_downdate": "flipped downdate",
             "lam_doubled": "lam doubled (not applicable where lam = 0)", "memit": "MEMIT",
@@ -106,3 +107,28 @@ def retention_realisable() -> str:
         rows.append([names[e], res, above[e], _fmt(drift) if abs(drift) > 1e-12 else f"0 ({abs(drift):.0e})"])
     return markdown(["editor", f"first {s['cohort_edits']} edits' residual / at W0, after {s['n_edits']} edits",
                      f"batches above RLSEdit's bound (of {n_points})", "held-out drift"], rows)
+
+
+REALSIZE_RUNS = ("realsize", "realsize_4096")
+
+
+
+@builder("theory_realsize")
+def realsize() -> str:
+    """The real-layer-size runs: float32 recursion against the float64 closed form at each
+    checkpoint, the checkpoint bound checks (evidence) and the per-batch consistency identities."""
+    rows = []
+    for name in REALSIZE_RUNS:
+        c, s = read_json(f"theory_data/{name}_config.json"), read_json(f"theory_data/{name}_summary.json")
+        at = sorted(s["rec_vs_batch_rel"], key=int)
+        rows.append([
+            f"{c['d_k']} x {c['d_v']}, {c['dtype']}", f"{c['n_edits']:,} in batches of {c['u']}",
+            " / ".join(f"{sci(s['rec_vs_batch_rel'][k])} ({int(k):,})" for k in at),
+            " / ".join(sci(s["forward_error_over_eps_kappa"][k]) for k in at),
+            f"{s['n_checks']}, max ratio {s['max_ratio']:.3f}",
+            f"{s['n_consistency_identities']}, max {s['max_consistency']:.3f}",
+            f"{s['median_update_seconds']:.2f}", " / ".join(f"{s['batch_solve_seconds'][k]:.0f}" for k in at),
+            str(s["torch_threads"]), f"{s['wall_seconds_this_run']:.0f}"])
+    return markdown(["layer", "edits", "float32 vs float64 closed form (after edits)", "over eps_32 kappa",
+                     "checkpoint bound checks (evidence)", "per-batch consistency identities",
+                     "median update, s", "float64 solve, s", "threads", "wall, s"], rows)

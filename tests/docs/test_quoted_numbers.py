@@ -1,4 +1,5 @@
-"""Numbers that README.md and docs/solver.md quote from docs/performance_data and docs/reliability_data.
+"""Numbers that README.md and docs/solver.md quote from docs/performance_data, docs/reliability_data and
+docs/theory_data.
 
 They sit inside tables or paragraphs that mix sources (the README's results table has rows from
 every page), so they are not wrapped for :mod:`tests.docs.tables`; each quoted phrase is rebuilt
@@ -11,6 +12,7 @@ import pytest
 
 from tests.docs import tables_performance as perf
 from tests.docs import tables_reliability as rel
+from tests.docs.tables import read_json
 from tests.paths import ROOT
 
 
@@ -31,7 +33,11 @@ def readme_phrases() -> list[str]:
                for r in rel.runs(n, refactor=True) for p in r["curve"]]
     _, rows = rel.long_rows()
     mem = [c for c in perf.run()["memory"] if c["d_k"] in perf.REAL]
+    rs = read_json("theory_data/realsize_summary.json")
     return [
+        f"{' / '.join(rel.e(rs['rec_vs_batch_rel'][k]) for k in ('100', '1000', '10000'))} relative at 100 / 1,000 / "
+        f"10,000 edits against the independent float64 solve; {rs['n_checks']} bound checks at those checkpoints, "
+        f"largest ratio {rs['max_ratio']:.3f} (the {rs['n_consistency_identities']} per-batch checks",
         f"u = 100: {update[(14336, 100, 'float32')]['seconds_median']:.2f} s (14336 x 4096) and "
         f"{update[(18944, 100, 'float32')]['seconds_median']:.2f} s (18944 x 3584) per batch in float32, "
         f"{perf.span([c['fraction_of_gemm'] for c in real32])} of the product at the step's shape, "
