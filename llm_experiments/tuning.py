@@ -206,15 +206,21 @@ def model_facts(model_dir: str | Path, stats_dir: str | Path, layer: int = 0) ->
     cache also holds.
     """
     import torch
+    from transformers.utils import logging as hf_logging
 
     from llm_experiments.edit.statistics import StatsCacheMissError, load_second_moments
     from llm_experiments.model.loading import ModelPathError, load_model
     from llm_experiments.model.sites import site_for
 
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a read between runs: no loading bar in the middle of a report
     try:
         model, _ = load_model(model_dir, load_tokenizer=False)
     except ModelPathError as exc:
         raise TuningError(str(exc)) from exc
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     try:
         moment = load_second_moments(model, [layer], stats_dir)[layer]
     except StatsCacheMissError as exc:

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         settings_for,
         write_zsre,
     )
-    from rlsedit_cli import main
+    from rlsedit_cli._runs import edit_logged, tail
 
     start = time.perf_counter()
     regime = REGIMES[args.regime]
@@ -123,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.out)
     dirs = {}
     facts = None
+    print(f"rlsedit compare: regime {regime.name}, editors {', '.join(editors)}, edit seeds "
+          f"{', '.join(str(s) for s in args.seeds)}; each run's own output goes to {root}/seed-S/EDITOR.log "
+          "(the first run trains the tiny model if none is cached)", flush=True)
     for seed in args.seeds:
         data = write_zsre(regime, REPORT_WORLD_SEED, seed, root / f"seed-{seed}" / "zsre.json") if args.zsre else None
         for editor in order:
@@ -142,11 +145,14 @@ def run(args: argparse.Namespace) -> int:
                     import shutil
 
                     shutil.rmtree(out)
+                log = out.parent / f"{editor}.log"
+                print(f"  seed {seed}, {editor}: ", end="", flush=True)
                 t0 = time.perf_counter()
-                code = main(["edit", *argv])
+                code = edit_logged(argv, log)
                 if code != 0:
+                    print(f"failed (status {code}); the end of {log}:\n{tail(log)}", flush=True)
                     return code
-                print(f"  [{time.perf_counter() - t0:.0f} s] seed {seed}, {editor} -> {out}", flush=True)
+                print(f"{time.perf_counter() - t0:.0f} s", flush=True)
             dirs[(seed, editor)] = out
     summaries = [read_run(dirs[(s, e)]) for e in editors for s in args.seeds]
     aggs = aggregate(summaries)

@@ -79,7 +79,7 @@ def test_a_second_tune_reuses_every_finished_run(tiny_protocol, capsys):
     assert "rlsedit: point" in capsys.readouterr().out
 
 
-def test_compare_reports_held_out_seeds_with_intervals(tiny_protocol):
+def test_compare_reports_held_out_seeds_with_intervals(tiny_protocol, capsys):
     root, cache, mp = tiny_protocol
     record = json.loads((root / "tune" / "tuning.json").read_text())
     chosen = tuning.selection(record)
@@ -100,6 +100,23 @@ def test_compare_reports_held_out_seeds_with_intervals(tiny_protocol):
     # the tuned settings, not the defaults: the chosen values' steps and the n_w rule
     assert rls[0]["config"]["editing"]["values"]["steps"] == chosen["values"]["steps"]
     assert rls[0]["config"]["editing"]["n_w"] == pytest.approx(chosen["rlsedit"]["r"] * TINY.n_edits)
+    # the terminal gets one line per run and the aggregate; each run's own tables go to its log
+    # (mutant caught: running `rlsedit edit` unredirected prints fifteen single-run tables in the demo)
+    printed = capsys.readouterr().out
+    assert "seed 1, memit: " in printed and "| rlsedit | 2 | 6 |" in printed
+    assert "General capability, before -> after" not in printed
+    assert "General capability, before -> after" in (out / "seed-1" / "memit.log").read_text()
+
+
+def test_compare_shows_the_end_of_a_failed_runs_log(tiny_protocol, tmp_path, capsys):
+    root, cache, mp = tiny_protocol
+    mp.setitem(tuning.TUNED, "tiny", tuning.selection(json.loads((root / "tune" / "tuning.json").read_text())))
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(tuning, "edit_argv", lambda *a, **k: ["--no-such-option"])
+        code = main(["compare", "--regime", "tiny", "--editors", "rlsedit", "--seeds", "0",
+                     "--out", str(tmp_path / "c"), "--cache", cache])
+    printed = capsys.readouterr().out
+    assert code == 2 and "seed 0, rlsedit: failed (status 2)" in printed and "rlsedit edit: error" in printed
 
 
 def test_compare_refuses_tuning_seeds_and_untuned_regimes(tiny_protocol, tmp_path):
