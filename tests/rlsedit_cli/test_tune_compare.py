@@ -68,6 +68,9 @@ def test_tune_runs_both_stages_on_the_tuning_split_and_records_the_selection(tin
     # rlsedit's anchor: r * the stream's length, also in stage 1's one-batch runs
     s = read_run(root / "tune" / "values" / "a" / "rlsedit" / "seed-100")
     assert s["config"]["editing"]["n_w"] == pytest.approx(GRIDS["rlsedit"][1]["r"] * TINY.n_edits)
+    # every run's own output is in the log beside its folder
+    runs = [p.parent for p in (root / "tune").rglob("summary.json")]
+    assert runs and all("General capability, before" in (r.parent / f"{r.name}.log").read_text() for r in runs)
 
 
 def test_a_second_tune_reuses_every_finished_run(tiny_protocol, capsys):
