@@ -3,9 +3,10 @@
 Stage ``values`` runs every target-value candidate with every editor at its reference knobs on
 the first batch of each tuning stream; stage ``editors`` runs every editor's grid on the whole
 tuning streams with the values stage 1 chose. Each run is an ``rlsedit edit`` command into
-``OUT/<stage>/<candidate>/<editor>/seed-<s>`` (a finished run is reused, so an interrupted tuning
-resumes and two processes can share the work with ``--editors``); ``OUT/tuning.json`` records
-every run's scores, the model facts the rules used, and the selection.
+``OUT/<stage>/<candidate>/<editor>/seed-<s>``, its output in ``seed-<s>.log`` beside it (a
+finished run is reused, so an interrupted tuning resumes and two processes can share the work
+with ``--editors``); ``OUT/tuning.json`` records every run's scores, the model facts the rules
+used, and the selection.
 """
 
 from __future__ import annotations
