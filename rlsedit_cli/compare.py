@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         settings_for,
         write_zsre,
     )
-    from rlsedit_cli._runs import edit_logged, tail
+    from rlsedit_cli._runs import run_once
 
     start = time.perf_counter()
     regime = REGIMES[args.regime]
@@ -140,19 +140,9 @@ def run(args: argparse.Namespace) -> int:
                              edit_seed=seed, out=out, facts=facts, along=True,
                              generation_every=0 if args.zsre else generation, data=data, cache=args.cache,
                              threads=args.threads)
-            if not (out / "summary.json").is_file():
-                if out.exists():
-                    import shutil
-
-                    shutil.rmtree(out)
-                log = out.parent / f"{editor}.log"
-                print(f"  seed {seed}, {editor}: ", end="", flush=True)
-                t0 = time.perf_counter()
-                code = edit_logged(argv, log)
-                if code != 0:
-                    print(f"failed (status {code}); the end of {log}:\n{tail(log)}", flush=True)
-                    return code
-                print(f"{time.perf_counter() - t0:.0f} s", flush=True)
+            code = run_once(argv, out, out.parent / f"{editor}.log", f"seed {seed}, {editor}")
+            if code != 0:
+                return code
             dirs[(seed, editor)] = out
     summaries = [read_run(dirs[(s, e)]) for e in editors for s in args.seeds]
     aggs = aggregate(summaries)

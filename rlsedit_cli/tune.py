@@ -50,25 +50,12 @@ def _editors(text: str) -> list[str]:
 def _run(argv: list[str], out: Path) -> dict:
     """One `rlsedit edit` run into ``out`` (its output in ``out``'s name + ``.log`` beside it, a line
     on the terminal), or the summary of the finished run already there."""
-    import time
+    from rlsedit_cli._runs import run_once
 
-    from rlsedit_cli._runs import edit_logged, tail
-
-    summary = out / "summary.json"
-    if not summary.is_file():
-        if out.exists():  # an interrupted run: its folder is not empty, start it again
-            import shutil
-
-            shutil.rmtree(out)
-        log = out.parent / f"{out.name}.log"
-        print(f"  {out}: ", end="", flush=True)
-        t0 = time.perf_counter()
-        code = edit_logged(argv, log)
-        if code != 0 or not summary.is_file():
-            print(f"failed; the end of {log}:\n{tail(log)}", flush=True)
-            raise SystemExit(f"rlsedit tune: `rlsedit edit {' '.join(argv)}` failed (status {code})")
-        print(f"{time.perf_counter() - t0:.0f} s", flush=True)
-    return json.loads(summary.read_text())
+    code = run_once(argv, out, out.parent / f"{out.name}.log", str(out))
+    if code != 0:
+        raise SystemExit(f"rlsedit tune: `rlsedit edit {' '.join(argv)}` failed (status {code})")
+    return json.loads((out / "summary.json").read_text())
 
 
 def _facts(summary: dict, cache: str):
