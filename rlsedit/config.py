@@ -114,25 +114,25 @@ class Config:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
-    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
-        """The config from :meth:`to_dict`'s output (or a JSON file's); unknown fields are refused."""
+    def _check_fields(cls, data: Any) -> None:
+        """Refuse anything but a mapping of this config's own field names, naming what is wrong."""
         if not isinstance(data, Mapping):
             raise cls.error(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise cls.error(f"{cls.__name__}: unknown option(s) {unknown}; known: {sorted(known)}")
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+        """The config from :meth:`to_dict`'s output (or a JSON file's); unknown fields are refused."""
+        cls._check_fields(data)
         return cls(**dict(data))  # __post_init__ converts nested dicts and lists
 
     def merge(self: C, data: Mapping[str, Any]) -> C:
         """A copy with ``data``'s fields changed (a file's or a command line's overrides): unknown
         fields are refused by name, nested dicts and lists are converted, the result is validated."""
-        if not isinstance(data, Mapping):
-            raise self.error(f"{type(self).__name__}: expected a JSON object, got {type(data).__name__}")
-        known = [f.name for f in dataclasses.fields(self)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise self.error(f"{type(self).__name__}: unknown option(s) {unknown}; known: {sorted(known)}")
+        self._check_fields(data)
         return dataclasses.replace(self, **dict(data))
 
     @classmethod
